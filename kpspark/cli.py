@@ -1,0 +1,86 @@
+"""Command line: ``kpspark <command>`` and the shared entry of the spark-submit jobs.
+
+Commands: ``demo``, ``generate-sample``, ``baseline``, ``promote``, ``rollback``, ``jars``.
+Every command takes ``--conf FILE`` (repeatable) and ``--set key=value`` (repeatable).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+from kpspark.config import Config, parse_job_args
+
+Workflow = Callable[..., dict[str, Any]]
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("py4j", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_job(workflow_name: str, argv: Sequence[str] | None = None, description: str = "") -> dict[str, Any]:
+    """Parse ``--conf/--set``, build the session, run ``kpspark.workflows.<workflow_name>``, print
+    its result as JSON on stdout and return it. Used by every ``jobs/*.py``."""
+    from kpspark import workflows
+    from kpspark.session import get_spark
+
+    _setup_logging()
+    cfg, _ = parse_job_args(argv, description=description)
+    spark = get_spark(cfg, app_name=f"kpspark-{workflow_name}")
+    result: dict[str, Any] = getattr(workflows, workflow_name)(cfg, spark)
+    print(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def _promote(cfg: Config, argv: Sequence[str]) -> dict[str, Any]:
+    from kpspark.registry import models
+
+    name = argv[0] if argv else cfg.models.cross_encoder
+    version = models.promote(cfg, name, cfg.models.candidate_alias, cfg.models.serving_alias)
+    return {"model": name, "alias": cfg.models.serving_alias, "version": version}
+
+
+def _rollback(cfg: Config, argv: Sequence[str]) -> dict[str, Any]:
+    from kpspark.registry import models
+
+    name = argv[0] if argv else cfg.models.cross_encoder
+    return {"model": name, "alias": cfg.models.serving_alias,
+            "version": models.rollback(cfg, name, cfg.models.serving_alias)}
+
+
+_WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "baseline": "run_baseline"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kpspark`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: kpspark {{{','.join([*_WORKFLOWS, 'promote', 'rollback', 'jars'])}}} [--conf F] [--set k=v] ..."
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__ + "\n" + usage)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "jars":
+        from kpspark.jars import main as jars_main
+
+        return jars_main(rest)
+    if cmd in _WORKFLOWS:
+        run_job(_WORKFLOWS[cmd], rest)
+        return 0
+    if cmd in ("promote", "rollback"):
+        _setup_logging()
+        cfg, args = parse_job_args(rest, description=f"kpspark {cmd}",
+                                   extra=[("model", {"nargs": "?", "help": "registered model name "
+                                                     "(default: models.cross_encoder)"})])
+        result = (_promote if cmd == "promote" else _rollback)(cfg, [args.model] if args.model else [])
+        print(json.dumps(result))
+        return 0
+    print(f"unknown command {cmd!r}\n{usage}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

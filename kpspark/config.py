@@ -1,0 +1,256 @@
+"""Configuration: YAML files merged in order, ``--set key=value`` overrides, frozen dataclasses.
+
+No Spark here. ``load_config("conf/base.yaml", "conf/local.yaml", overrides=["sample.size=small"])``
+returns a :class:`Config`; every job takes ``--conf`` (repeatable) and ``--set`` through
+:func:`parse_job_args`.
+
+Examples
+--------
+>>> cfg = load_config(overrides=["sample.seed=7", "spark.master=local[1]"])
+>>> cfg.sample.seed, cfg.spark.master
+(7, 'local[1]')
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from kpspark.errors import ConfigError
+
+#: The folder holding base.yaml/local.yaml/cluster.yaml (the repository's ``conf/``), if present.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# Logical table names; every table has a row in ``lakehouse.tables``.
+TABLE_NAMES = (
+    "items", "keyphrases", "clicks", "search_relevance", "human_labels", "ground_truth", "pairs",
+    "llm_labels", "pair_scores", "recommendations", "quarantine",
+)
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """How :func:`kpspark.session.get_spark` builds a session."""
+
+    master: str = "local[*]"
+    app_name: str = "kpspark"
+    jars_dir: str = ".cache/jars"
+    with_nlp: bool = False
+    delta_provided: bool = False  # the cluster ships Delta already (Databricks): don't add jars
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LakehouseConfig:
+    """Where the Delta tables live: a root folder (``path`` tables) or a catalog schema (``name`` tables)."""
+
+    root: str = "lakehouse"
+    schema: str = ""  # when set, tables are ``<schema>.<table>`` in the metastore instead of paths
+    tables: Mapping[str, str] = field(default_factory=dict)  # logical name -> folder or table name
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Tracking/registry store; ``MLFLOW_TRACKING_URI`` overrides ``tracking_uri``."""
+
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_root: str = "mlruns/artifacts"
+    experiment: str = "kpspark"
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Registered model names and the aliases jobs resolve."""
+
+    baseline: str = "kpspark-jaccard-baseline"
+    cross_encoder: str = "kpspark-cross-encoder"
+    bi_encoder: str = "kpspark-bi-encoder"
+    serving_alias: str = "champion"
+    candidate_alias: str = "challenger"
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Input validation limits applied by every table write."""
+
+    max_title_chars: int = 2000
+    max_keyphrase_chars: int = 200
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """The synthetic sample marketplace."""
+
+    size: str = "small"  # tiny | small | medium | large | xl, or an integer number of items
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Micro-batch sizes of the inference stages."""
+
+    llm: int = 16
+    cross_encoder: int = 16
+    embedder: int = 32
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; sections mirror the YAML files."""
+
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    lakehouse: LakehouseConfig = field(default_factory=LakehouseConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/YAML-serializable)."""
+        return _plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, str]:
+        """Flattened ``section.key`` -> string, e.g. for MLflow params."""
+        return {k: str(v) for k, v in _flatten(self.to_dict()).items()}
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _apply_override(tree: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override must look like key.sub=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override has an empty key: {item!r}")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(unknown)} in {where or 'top level'}; "
+                          f"known: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        f = fields[name]
+        ftype = f.type if isinstance(f.type, type) else _SECTION_TYPES.get(str(f.type))
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(ftype):
+            kwargs[name] = _build(ftype, value or {}, path)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            kwargs[name] = _coerce(value, default, path)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, path: str) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path} must be true/false, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "SparkConfig": SparkConfig, "LakehouseConfig": LakehouseConfig, "MlflowConfig": MlflowConfig,
+    "ModelsConfig": ModelsConfig, "QualityConfig": QualityConfig, "SampleConfig": SampleConfig,
+    "BatchConfig": BatchConfig,
+}
+
+
+def default_paths() -> list[Path]:
+    """``conf/base.yaml`` and ``conf/local.yaml`` when the repository's ``conf/`` is present."""
+    return [p for p in (CONF_DIR / "base.yaml", CONF_DIR / "local.yaml") if p.exists()]
+
+
+def load_config(*paths: str | os.PathLike[str], overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """Merge YAML files left to right, then apply ``overrides`` (``["a.b=1"]`` or ``{"a.b": 1}``).
+
+    With no paths, ``conf/base.yaml`` + ``conf/local.yaml`` are used when they exist.
+    Unknown keys and wrongly typed values raise :class:`ConfigError` naming the key.
+    """
+    tree: dict[str, Any] = {}
+    for p in (paths or default_paths()):
+        path = Path(p)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        with path.open() as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path} must hold a mapping at the top level")
+        tree = _deep_merge(tree, data)
+    items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+             for k, v in overrides.items()] if isinstance(overrides, Mapping) else list(overrides)
+    for item in items:
+        _apply_override(tree, item)
+    return _build(Config, tree, "")
+
+
+def parse_job_args(argv: Sequence[str] | None = None, description: str = "", extra: Sequence[tuple[str, dict[str, Any]]] = ()) -> tuple[Config, argparse.Namespace]:
+    """Parse ``--conf FILE`` (repeatable) and ``--set key=value`` (repeatable) plus job flags."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--conf", action="append", default=[], help="YAML config file (repeatable, merged in order)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set sample.size=tiny")
+    for flag, kwargs in extra:
+        parser.add_argument(flag, **kwargs)
+    args = parser.parse_args(argv)
+    confs = list(args.conf)
+    if confs and Path(confs[0]).name != "base.yaml" and (Path(confs[0]).parent / "base.yaml").exists():
+        confs.insert(0, str(Path(confs[0]).parent / "base.yaml"))
+    return load_config(*confs, overrides=args.overrides), args

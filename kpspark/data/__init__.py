@@ -1,0 +1,1 @@
+"""Lakehouse tables, schemas, validation and loaders."""

@@ -1,0 +1,240 @@
+"""Delta tables by logical name: create, read, append/overwrite, MERGE, Change Data Feed.
+
+Every write validates rows against the table's schema (:mod:`kpspark.data.validation`):
+good rows land in the table, rejected rows land in ``quarantine`` with a reason, and the
+returned :class:`WriteReport` holds ``rows_in == rows_written + rows_quarantined``.
+
+Examples
+--------
+>>> from kpspark.data import tables                                  # doctest: +SKIP
+>>> report = tables.write_table(spark, cfg, "items", items_df)       # doctest: +SKIP
+>>> report.rows_in == report.rows_written + report.rows_quarantined  # doctest: +SKIP
+True
+"""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from kpspark.config import Config
+from kpspark.data.schemas import QUARANTINE, TableSchema, schema_of
+from kpspark.data.validation import REASON_COL, annotate, split
+from kpspark.errors import KPSparkError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from delta.tables import DeltaTable
+    from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """Where a logical table lives: a path (``is_path``) or a metastore name."""
+
+    name: str
+    location: str
+    is_path: bool
+
+    @property
+    def sql_name(self) -> str:
+        """Identifier usable in SQL (``delta.`/path``` or the table name)."""
+        return f"delta.`{self.location}`" if self.is_path else self.location
+
+
+@dataclass
+class WriteReport:
+    """Row accounting of one write."""
+
+    table: str
+    rows_in: int
+    rows_written: int
+    rows_quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    version: int | None = None
+    metrics: dict[str, str] = field(default_factory=dict)
+    batch_id: str = ""
+
+    @property
+    def balanced(self) -> bool:
+        """True when every input row is accounted for."""
+        return self.rows_in == self.rows_written + self.rows_quarantined
+
+    def __str__(self) -> str:
+        extra = f", quarantined by reason {self.reasons}" if self.reasons else ""
+        return (f"{self.table}: {self.rows_in} in = {self.rows_written} written + "
+                f"{self.rows_quarantined} quarantined{extra} (version {self.version})")
+
+
+def table_ref(cfg: Config, name: str) -> TableRef:
+    """Resolve a logical table name with the lakehouse config."""
+    schema_of(name)
+    folder = cfg.lakehouse.tables.get(name, name)
+    if cfg.lakehouse.schema:
+        return TableRef(name, f"{cfg.lakehouse.schema}.{folder}", is_path=False)
+    root = cfg.lakehouse.root
+    if "://" not in root and not root.startswith(("dbfs:", "/")):
+        root = os.path.abspath(root)
+    return TableRef(name, f"{root.rstrip('/')}/{folder}", is_path=True)
+
+
+def _delta() -> type["DeltaTable"]:
+    from delta.tables import DeltaTable
+
+    return DeltaTable
+
+
+def exists(spark: "SparkSession", cfg: Config, name: str) -> bool:
+    """True when the logical table exists as a Delta table."""
+    ref = table_ref(cfg, name)
+    if ref.is_path:
+        return bool(_delta().isDeltaTable(spark, ref.location))
+    return bool(spark.catalog.tableExists(ref.location))
+
+
+def ensure_table(spark: "SparkSession", cfg: Config, name: str) -> TableRef:
+    """Create the table with its schema (and Change Data Feed where the contract says) if absent."""
+    ref = table_ref(cfg, name)
+    schema = schema_of(name)
+    builder = _delta().createIfNotExists(spark)
+    builder = builder.location(ref.location) if ref.is_path else builder.tableName(ref.location)
+    builder = builder.addColumns(schema.struct)
+    if schema.partition_by:
+        builder = builder.partitionedBy(*schema.partition_by)
+    if schema.cdf:
+        builder = builder.property("delta.enableChangeDataFeed", "true")
+    builder.execute()
+    return ref
+
+
+def delta_table(spark: "SparkSession", cfg: Config, name: str) -> "DeltaTable":
+    """The :class:`delta.tables.DeltaTable` of a logical name (created empty if absent)."""
+    ref = ensure_table(spark, cfg, name)
+    dt = _delta()
+    return dt.forPath(spark, ref.location) if ref.is_path else dt.forName(spark, ref.location)
+
+
+def read_table(spark: "SparkSession", cfg: Config, name: str, version: int | None = None) -> "DataFrame":
+    """Read a logical table (optionally at a Delta version). Missing tables read as empty."""
+    ref = ensure_table(spark, cfg, name)
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(ref.location) if ref.is_path else reader.table(ref.location)
+
+
+def version(spark: "SparkSession", cfg: Config, name: str) -> int:
+    """Latest Delta version of a logical table."""
+    row = delta_table(spark, cfg, name).history(1).select("version").first()
+    return int(row[0]) if row else -1
+
+
+def read_changes(spark: "SparkSession", cfg: Config, name: str, starting_version: int,
+                 ending_version: int | None = None) -> "DataFrame":
+    """Change Data Feed rows (``_change_type``, ``_commit_version``, ``_commit_timestamp``) since a version."""
+    schema = schema_of(name)
+    if not schema.cdf:
+        raise KPSparkError(f"table {name!r} has no Change Data Feed (only {['items', 'keyphrases']})")
+    ref = ensure_table(spark, cfg, name)
+    reader = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", starting_version)
+    if ending_version is not None:
+        reader = reader.option("endingVersion", ending_version)
+    return reader.load(ref.location) if ref.is_path else reader.table(ref.location)
+
+
+def _prepare(df: "DataFrame", cfg: Config, schema: TableSchema, batch_id: str) -> tuple["DataFrame", "DataFrame", "DataFrame", WriteReport]:
+    from pyspark.sql import functions as F
+
+    annotated = annotate(df, schema, cfg.quality).persist()
+    counts = annotated.groupBy(F.col(REASON_COL)).count().collect()
+    reasons = {r[0]: int(r[1]) for r in counts if r[0] is not None}
+    good_n = sum(int(r[1]) for r in counts if r[0] is None)
+    report = WriteReport(schema.name, rows_in=good_n + sum(reasons.values()), rows_written=good_n,
+                         rows_quarantined=sum(reasons.values()), reasons=reasons, batch_id=batch_id)
+    good, bad = split(annotated, schema, batch_id)
+    return annotated, good, bad, report
+
+
+def _quarantine(spark: "SparkSession", cfg: Config, bad: "DataFrame", report: WriteReport) -> None:
+    if report.rows_quarantined:
+        _save(bad.write.format("delta").mode("append"), ensure_table(spark, cfg, QUARANTINE.name))
+        logger.warning("%s: %d row(s) quarantined: %s", report.table, report.rows_quarantined, report.reasons)
+
+
+def _save(writer: "DataFrameWriter", ref: TableRef) -> None:
+    if ref.is_path:
+        writer.save(ref.location)
+    else:
+        writer.saveAsTable(ref.location)
+
+
+def _finish(spark: "SparkSession", cfg: Config, name: str, report: WriteReport) -> WriteReport:
+    last = delta_table(spark, cfg, name).history(1).select("version", "operationMetrics").first()
+    if last is not None:
+        report.version = int(last[0])
+        report.metrics = {k: str(v) for k, v in (last[1] or {}).items()}
+    logger.info("%s", report)
+    return report
+
+
+def write_table(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame",
+                mode: Literal["append", "overwrite"] = "append", batch_id: str | None = None) -> WriteReport:
+    """Validate ``df`` and append (or atomically overwrite) the logical table ``name``.
+
+    Rejected rows go to ``quarantine``. ``overwrite`` replaces the table's rows in one Delta commit,
+    so readers see the old or the new table, never half of it.
+    """
+    if mode not in ("append", "overwrite"):
+        raise ValueError(f"mode must be one of ['append', 'overwrite'], got {mode!r}")
+    schema = schema_of(name)
+    batch_id = batch_id or uuid.uuid4().hex
+    ref = ensure_table(spark, cfg, name)
+    annotated, good, bad, report = _prepare(df, cfg, schema, batch_id)
+    try:
+        writer = good.write.format("delta").mode(mode)
+        if mode == "overwrite":
+            writer = writer.option("overwriteSchema", "false")
+        _save(writer, ref)
+        _quarantine(spark, cfg, bad, report)
+    finally:
+        annotated.unpersist()
+    return _finish(spark, cfg, name, report)
+
+
+def upsert(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame", batch_id: str | None = None) -> WriteReport:
+    """Validate ``df`` and MERGE it into ``name`` on the table's key columns.
+
+    New keys are inserted; existing keys are updated only when some column differs, so
+    merging the same batch twice leaves the table (and its Change Data Feed) unchanged.
+    """
+    schema = schema_of(name)
+    if not schema.keys:
+        raise KPSparkError(f"table {name!r} has no key columns; use write_table(mode='append')")
+    batch_id = batch_id or uuid.uuid4().hex
+    target = delta_table(spark, cfg, name)
+    annotated, good, bad, report = _prepare(df, cfg, schema, batch_id)
+    try:
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in schema.keys)
+        content = [c for c in schema.columns if c not in schema.keys]
+        changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content) or "false"
+        (target.alias("t").merge(good.alias("s"), on)
+         .whenMatchedUpdateAll(condition=changed)
+         .whenNotMatchedInsertAll()
+         .execute())
+        _quarantine(spark, cfg, bad, report)
+    finally:
+        annotated.unpersist()
+    return _finish(spark, cfg, name, report)
+
+
+def delete_keys(spark: "SparkSession", cfg: Config, name: str, keys: "DataFrame") -> int:
+    """Delete the rows of ``name`` whose key columns match a row of ``keys``; returns rows deleted."""
+    schema = schema_of(name)
+    target = delta_table(spark, cfg, name)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in schema.keys)
+    target.alias("t").merge(keys.select(*schema.keys).dropDuplicates().alias("s"), on).whenMatchedDelete().execute()
+    last = target.history(1).select("operationMetrics").first()
+    return int((last[0] or {}).get("numTargetRowsDeleted", 0)) if last else 0

@@ -1,0 +1,1 @@
+"""Metrics, baselines, calibration and reports."""

@@ -1,0 +1,100 @@
+"""The one place that builds (or checks) a SparkSession with Delta Lake.
+
+``get_spark(cfg)``:
+
+* **an active session exists** (notebook, Databricks, Spark Connect, a test fixture): it is
+  returned after checking that Delta's SQL extension and catalog are configured;
+* **under spark-submit**: the master and jars come from spark-submit (``--jars``, or the
+  properties file); Delta's extension/catalog are added when missing;
+* **plain Python**: ``local[*]`` (or ``spark.master`` of the config) with the cached Delta jars
+  on ``spark.jars`` (see :mod:`kpspark.jars`), Arrow on, the UI off.
+
+Library stages never call this; jobs, notebooks and tests do.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from kpspark import jars
+from kpspark.config import Config, load_config
+from kpspark.errors import JarsMissingError, KPSparkError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+_DEFAULTS = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "4",
+    # Delta: CDF on the tables that ask for it is set per table; these keep small local runs quick.
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.databricks.delta.retentionDurationCheck.enabled": "false",
+}
+
+
+def delta_configured(spark: "SparkSession") -> bool:
+    """True when the session has Delta's SQL extension and catalog."""
+    ext = spark.conf.get("spark.sql.extensions", "") or ""
+    cat = spark.conf.get("spark.sql.catalog.spark_catalog", "") or ""
+    return DELTA_EXTENSION in ext and DELTA_CATALOG in cat
+
+
+def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkSession":
+    """Return a SparkSession with Delta Lake for ``cfg`` (default: ``load_config()``).
+
+    Raises :class:`~kpspark.errors.JarsMissingError` (naming ``make jars``) when the Delta jars
+    are not in the local cache, and :class:`KPSparkError` when an existing session lacks Delta.
+    """
+    from pyspark.sql import SparkSession
+
+    cfg = cfg or load_config()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        if not cfg.spark.delta_provided and not delta_configured(active):
+            raise KPSparkError(
+                "the active SparkSession has no Delta Lake: set spark.sql.extensions="
+                f"{DELTA_EXTENSION} and spark.sql.catalog.spark_catalog={DELTA_CATALOG} "
+                "(and put the Delta jars on the classpath) before creating it"
+            )
+        return active
+
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # set by spark-submit for the driver
+    builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
+    settings = dict(_DEFAULTS)
+    settings.update({k: str(v) for k, v in cfg.spark.conf.items()})
+    if not cfg.spark.delta_provided:
+        settings["spark.sql.extensions"] = DELTA_EXTENSION
+        settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+    if not under_submit:
+        # executors run this interpreter (the venv), unless told otherwise
+        # (pyspark reads PYSPARK_PYTHON when it starts the context; the conf key is for spark-submit)
+        if not os.environ.get("PYSPARK_PYTHON"):
+            os.environ["PYSPARK_PYTHON"] = settings.get("spark.pyspark.python", sys.executable)
+        if cfg.spark.master:
+            builder = builder.master(cfg.spark.master)
+        if not cfg.spark.delta_provided:
+            names = list(jars.REQUIRED) + (["nlp"] if cfg.spark.with_nlp else [])
+            extra = jars.jar_paths(names, cfg.spark.jars_dir)
+            settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars", ""), *extra]))
+    for k, v in settings.items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    if under_submit and not cfg.spark.delta_provided:
+        submitted = (spark.conf.get("spark.jars", "") or "") + (spark.conf.get("spark.jars.packages", "") or "")
+        if "delta-spark" not in submitted:
+            raise JarsMissingError(
+                "spark-submit was given no Delta jar: pass --jars \"$(python -m kpspark.jars classpath)\" "
+                f"(fetch the jars once with: {jars.FETCH_COMMAND}), or set spark.delta_provided=true "
+                "on a cluster that ships Delta"
+            )
+    logger.info("SparkSession %s ready (master=%s)", spark.version, spark.conf.get("spark.master", "?"))
+    return spark
