@@ -150,6 +150,13 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def _field_type(cls: type, name: str) -> Any:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.type if isinstance(f.type, type) else _SECTION_TYPES.get(str(f.type), str(f.type))
+    return None
+
+
 def _apply_override(tree: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override must look like key.sub=value, got {item!r}")
@@ -157,6 +164,15 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"override has an empty key: {item!r}")
+    # Mapping-valued fields (spark.conf, lakehouse.tables) take the rest of the key whole:
+    # --set spark.conf.spark.sql.shuffle.partitions=2
+    cls: Any = Config
+    for i, p in enumerate(parts[:-1]):
+        ftype = _field_type(cls, p) if dataclasses.is_dataclass(cls) else None
+        if isinstance(ftype, str) and ftype.startswith("Mapping"):
+            parts = parts[: i + 1] + [".".join(parts[i + 1:])]
+            break
+        cls = ftype
     value = yaml.safe_load(raw) if raw.strip() else ""
     node = tree
     for p in parts[:-1]:

@@ -70,7 +70,7 @@ def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkS
     under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # set by spark-submit for the driver
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
     settings = dict(_DEFAULTS)
-    settings.update({k: str(v) for k, v in cfg.spark.conf.items()})
+    settings.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()})
     if not cfg.spark.delta_provided:
         settings["spark.sql.extensions"] = DELTA_EXTENSION
         settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG

@@ -172,7 +172,9 @@ def _save(writer: "DataFrameWriter", ref: TableRef) -> None:
 
 
 def _finish(spark: "SparkSession", cfg: Config, name: str, report: WriteReport) -> WriteReport:
-    last = delta_table(spark, cfg, name).history(1).select("version", "operationMetrics").first()
+    ref = table_ref(cfg, name)
+    dt = _delta().forPath(spark, ref.location) if ref.is_path else _delta().forName(spark, ref.location)
+    last = dt.history(1).select("version", "operationMetrics").first()
     if last is not None:
         report.version = int(last[0])
         report.metrics = {k: str(v) for k, v in (last[1] or {}).items()}
@@ -238,3 +240,17 @@ def delete_keys(spark: "SparkSession", cfg: Config, name: str, keys: "DataFrame"
     target.alias("t").merge(keys.select(*schema.keys).dropDuplicates().alias("s"), on).whenMatchedDelete().execute()
     last = target.history(1).select("operationMetrics").first()
     return int((last[0] or {}).get("numTargetRowsDeleted", 0)) if last else 0
+
+
+def append_quarantine(spark: "SparkSession", cfg: Config, rows: "DataFrame") -> int:
+    """Append already-shaped quarantine rows (``source_table, reason, record, batch_id,
+    quarantined_at``); returns how many were written."""
+    ref = ensure_table(spark, cfg, QUARANTINE.name)
+    rows = rows.select(*QUARANTINE.columns).persist()
+    try:
+        n = rows.count()
+        if n:
+            _save(rows.write.format("delta").mode("append"), ref)
+    finally:
+        rows.unpersist()
+    return n

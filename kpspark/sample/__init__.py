@@ -33,9 +33,14 @@ def _chunks(spark: "SparkSession", s: SampleSize) -> "DataFrame":
     return spark.createDataFrame(bounds, "start long, stop long").repartition(min(len(bounds), 64))
 
 
-def generate(spark: "SparkSession", size: str | int = "small", seed: int = 42) -> dict[str, "DataFrame"]:
-    """Return the marketplace tables as lazy Spark DataFrames (same rows as :func:`generate_pandas`
-    for a given ``size``/``seed``, whatever the partitioning)."""
+def generate(spark: "SparkSession", size: str | int = "small", seed: int = 42, cache: bool = False) -> dict[str, "DataFrame"]:
+    """Return the marketplace tables as Spark DataFrames (same rows as :func:`generate_pandas`
+    for a given ``size``/``seed``, whatever the partitioning).
+
+    Besides the tables, ``frames["signals"]`` is the generator's wide pair frame (every signal of
+    every candidate pair: truth, search score, position, impressions...). Lazy unless
+    ``cache=True``, which persists it once, since most tables are projections of it; call
+    ``frames["signals"].unpersist()`` when done."""
     import pandas as pd
 
     s = resolve_size(size)
@@ -53,10 +58,12 @@ def generate(spark: "SparkSession", size: str | int = "small", seed: int = 42) -
 
     items = chunks.mapInPandas(gen_items, _WIDE_ITEMS)
     pairs = chunks.mapInPandas(gen_pairs, _WIDE_PAIRS)
+    if cache:
+        pairs = pairs.persist()
     kp_pdf = keyphrase_universe(s.models, seed)[["keyphrase_id", "text", "normalized", "category", "search_volume"]]
     keyphrases = spark.createDataFrame(kp_pdf, "keyphrase_id long, text string, normalized string, "
                                                "category string, search_volume long")
-    return _project(items, pairs, keyphrases)
+    return {**_project(items, pairs, keyphrases), "signals": pairs}
 
 
 def _project(items: "DataFrame", pairs: "DataFrame", keyphrases: "DataFrame") -> dict[str, "DataFrame"]:

@@ -1,0 +1,37 @@
+# kpspark: the two commands are `make demo` and `make test`; both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+JARS   := .cache/jars/manifest.json
+CONF   ?= conf/local.yaml
+EXTRAS ?= dev
+
+.PHONY: setup jars demo test test-fast bench clean help
+
+help:
+	@echo "make demo    set up (venv, packages, jars) and run the end-to-end demo on the sample marketplace"
+	@echo "make test    set up and run the test suite"
+	@echo "make jars    resolve the Delta Lake jars from Maven Central into .cache/jars (once)"
+	@echo "make clean   remove the demo's lakehouse/ and mlruns/"
+
+$(VENV)/.installed: setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip wheel setuptools
+	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	touch $@
+
+$(JARS): $(VENV)/.installed
+	$(PY) -m kpspark.jars fetch
+
+jars: $(JARS)
+
+setup: $(VENV)/.installed $(JARS)
+
+demo: setup
+	$(PY) jobs/demo.py --conf $(CONF)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf lakehouse mlruns spark-warehouse

@@ -1,0 +1,184 @@
+"""Loaders from files into the lakehouse tables.
+
+* :func:`read_file` — generic CSV/Parquet with a ``{table column: file column}`` mapping;
+* :func:`read_homedepot` — the Home Depot search-relevance competition ``train.csv`` (latin-1;
+  ``search_term, product_title, product_uid, relevance`` 1-3, the mean of >=3 raters);
+* :func:`read_esci` — Amazon ESCI ``shopping_queries_dataset_examples`` + ``..._products`` parquet.
+
+Each ``read_*`` returns ``{"items", "keyphrases", "human_labels"}`` DataFrames plus ``"malformed"``
+(file rows that could not be parsed, with a reason); :func:`load_to_tables` writes them, so every
+file row ends in ``human_labels`` or in ``quarantine``. Human ratings are mapped to binary and the
+mapping is stored in ``human_labels.mapping``. Keyphrase ids are ``xxhash64`` of the normalized text,
+so the same query gets the same id across loads.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from kpspark.config import Config
+from kpspark.errors import SchemaError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+CORRUPT = "_corrupt_record"
+HOMEDEPOT_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "homedepot" / "train.csv.zip"
+
+
+def normalize_col(col: "Column") -> "Column":
+    """Spark twin of :func:`kpspark.sample.marketplace.normalize`: lower case, punctuation other
+    than ``.``/``-`` to spaces, whitespace collapsed."""
+    from pyspark.sql import functions as F
+
+    return F.trim(F.regexp_replace(F.regexp_replace(F.lower(col), r"[^\w\s.\-]", " "), r"\s+", " "))
+
+
+def keyphrase_id_col(normalized: "Column") -> "Column":
+    """Stable 64-bit id of a normalized keyphrase."""
+    from pyspark.sql import functions as F
+
+    return F.xxhash64(normalized)
+
+
+def _unzip(path: Path) -> Path:
+    if path.suffix != ".zip":
+        return path
+    out = Path(tempfile.mkdtemp(prefix="kpspark-unzip-"))
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+        if len(names) != 1:
+            raise SchemaError(f"{path}: expected one file in the zip, found {names}")
+        zf.extract(names[0], out)
+    return out / names[0]
+
+
+def read_file(spark: "SparkSession", path: str | Path, fmt: str = "csv", mapping: Mapping[str, str] | None = None,
+              options: Mapping[str, Any] | None = None) -> "DataFrame":
+    """Read CSV/Parquet and rename columns by ``mapping`` (table column -> file column).
+
+    A CSV keeps unparsable lines in ``_corrupt_record`` (PERMISSIVE mode) instead of failing or
+    dropping them. Missing mapped columns raise :class:`SchemaError` naming them.
+    """
+    from pyspark.sql import functions as F
+
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"fmt must be one of ['csv', 'parquet'], got {fmt!r}")
+    local = _unzip(Path(path)) if "://" not in str(path) else path
+    reader = spark.read.format(fmt)
+    if fmt == "csv":
+        reader = reader.options(header="true", mode="PERMISSIVE", multiLine="true", escape='"',
+                                columnNameOfCorruptRecord=CORRUPT)
+    for k, v in (options or {}).items():
+        reader = reader.option(k, v)
+    df = reader.load(str(local))
+    if mapping:
+        missing = [src for src in mapping.values() if src not in df.columns]
+        if missing:
+            raise SchemaError(f"{path}: missing column(s) {missing}; found {df.columns}")
+        cols = [F.col(f"`{src}`").alias(dst) for dst, src in mapping.items()]
+        if CORRUPT in df.columns:
+            cols.append(F.col(CORRUPT))
+        df = df.select(*cols)
+    return df
+
+
+def _split_malformed(df: "DataFrame", required: list[str]) -> tuple["DataFrame", "DataFrame"]:
+    from pyspark.sql import functions as F
+
+    bad_cond = F.lit(False)
+    if CORRUPT in df.columns:
+        bad_cond = F.col(CORRUPT).isNotNull()
+    bad = df.where(bad_cond).select(
+        F.lit("malformed_record").alias("reason"),
+        F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*required))).alias("record") if CORRUPT in df.columns
+        else F.to_json(F.struct(*required)).alias("record"))
+    good = df.where(~bad_cond)
+    if CORRUPT in good.columns:
+        good = good.drop(CORRUPT)
+    return good, bad
+
+
+def _tables_from_pairs(pairs: "DataFrame", label: "Column", source: str, mapping: str) -> dict[str, "DataFrame"]:
+    """items / keyphrases / human_labels from a frame with item_id, title, category, query, rating."""
+    from pyspark.sql import functions as F
+
+    norm = normalize_col(F.col("query"))
+    p = pairs.withColumn("normalized", norm).withColumn("keyphrase_id", keyphrase_id_col(F.col("normalized")))
+    return {
+        "items": p.select("item_id", "title", "category").dropDuplicates(["item_id", "title", "category"]),
+        "keyphrases": p.where(F.length("normalized") > 0)
+        .groupBy("keyphrase_id", "normalized").agg(F.min("query").alias("text"))
+        .select("keyphrase_id", "text", "normalized", F.lit(None).cast("string").alias("category"),
+                F.lit(None).cast("long").alias("search_volume")),
+        # rows whose query normalizes to nothing keep a null keyphrase_id -> quarantined on write
+        "human_labels": p.select(
+            "item_id", F.when(F.length("normalized") > 0, F.col("keyphrase_id")).alias("keyphrase_id"),
+            F.col("rating").cast("double").alias("rating"), label.cast("int").alias("label"),
+            F.lit(source).alias("source"), F.lit(mapping).alias("mapping")),
+    }
+
+
+def read_homedepot(spark: "SparkSession", path: str | Path = HOMEDEPOT_SHARED,
+                   relevant_at: float = 2.5) -> dict[str, "DataFrame"]:
+    """Home Depot ``train.csv`` (or ``train.csv.zip``), latin-1. ``relevance >= relevant_at`` -> 1.
+
+    ``category`` is unknown in this data set and left null.
+    """
+    from pyspark.sql import functions as F
+
+    df = read_file(spark, path, "csv", {"item_id": "product_uid", "title": "product_title",
+                                        "query": "search_term", "rating": "relevance"},
+                   options={"encoding": "ISO-8859-1"})
+    good, bad = _split_malformed(df, ["item_id", "title", "query", "rating"])
+    good = good.withColumn("category", F.lit(None).cast("string"))
+    out = _tables_from_pairs(good, F.col("rating").cast("double") >= relevant_at, "homedepot",
+                             f"relevance>={relevant_at}->1; else 0 (mean of >=3 raters on 1-3)")
+    out["malformed"] = bad
+    return out
+
+
+def read_esci(spark: "SparkSession", examples: str | Path, products: str | Path, locale: str = "us",
+              relevant: tuple[str, ...] = ("E",)) -> dict[str, "DataFrame"]:
+    """Amazon ESCI: ``esci_label`` in ``relevant`` -> 1 (default Exact only), others (S/C/I) -> 0."""
+    from pyspark.sql import functions as F
+
+    ex = read_file(spark, examples, "parquet")
+    pr = read_file(spark, products, "parquet")
+    for need, df, name in ((("query", "product_id", "esci_label", "product_locale"), ex, "examples"),
+                           (("product_id", "product_title", "product_locale"), pr, "products")):
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise SchemaError(f"ESCI {name} file lacks column(s) {missing}; found {df.columns}")
+    ex = ex.where(F.col("product_locale") == locale)
+    pr = pr.where(F.col("product_locale") == locale).select("product_id", "product_title")
+    joined = ex.join(pr, "product_id", "left").select(
+        F.xxhash64(F.lit(locale), F.col("product_id")).alias("item_id"),
+        F.col("product_title").alias("title"), F.lit(None).cast("string").alias("category"),
+        F.col("query"), F.col("esci_label").alias("rating_label"))
+    joined = joined.withColumn("rating", F.lit(None).cast("double"))
+    out = _tables_from_pairs(joined, F.col("rating_label").isin(*relevant),
+                             "esci", f"esci_label in {list(relevant)}->1; else 0")
+    out["malformed"] = joined.limit(0).select(F.lit("").alias("reason"), F.lit("").alias("record"))
+    return out
+
+
+def load_to_tables(spark: "SparkSession", cfg: Config, frames: Mapping[str, "DataFrame"]) -> dict[str, Any]:
+    """Write a ``read_*`` result: items/keyphrases are MERGEd, human labels MERGEd on their key,
+    malformed file rows go to quarantine. Returns the reports and the file-row accounting."""
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+
+    reports = {name: tables.upsert(spark, cfg, name, frames[name]) for name in ("items", "keyphrases", "human_labels")}
+    malformed = frames["malformed"].select(
+        F.lit("human_labels").alias("source_table"), "reason", "record",
+        F.lit(reports["human_labels"].batch_id).alias("batch_id"), F.current_timestamp().alias("quarantined_at"))
+    n_bad = tables.append_quarantine(spark, cfg, malformed)
+    hl = reports["human_labels"]
+    return {"reports": {k: str(v) for k, v in reports.items()}, "file_rows": hl.rows_in + n_bad,
+            "labels_written": hl.rows_written, "quarantined": hl.rows_quarantined + n_bad}
