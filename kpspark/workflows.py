@@ -89,9 +89,23 @@ def run_baseline(cfg: Config, spark: "SparkSession", alias: str | None = None) -
     return out
 
 
+def run_label_pairs(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Label pending pairs with the configured LLM judge (``cfg.llm``) into ``llm_labels``, then log
+    the judge agreement report (kappa/accuracy vs humans, click concordance) as an MLflow run."""
+    from kpspark.labeling import workflow
+
+    if cfg.llm.backend == "fake":
+        raise ValueError("llm.backend=fake is for unit tests only; use transformers, openai or vllm")
+    out = workflow.run_label_pairs(cfg, spark)
+    out["agreement"] = workflow.judge_agreement(spark, cfg, out["judge_model"], out["prompt_version"])
+    return out
+
+
 def run_demo(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
-    """The end-to-end demo on the sample marketplace: generate the lakehouse, then the stages that
-    exist so far (today: the registered Jaccard baseline). Returns what each step did."""
+    """The end-to-end demo on the sample marketplace: generate the lakehouse, register the Jaccard
+    baseline, label a sample of pairs with the LLM teacher (the CPU SmolLM2 by default) and report
+    its agreement. Later stages join as they land. Returns what each step did."""
     out: dict[str, Any] = {"sample": run_generate_sample(cfg, spark)}
     out["baseline"] = run_baseline(cfg, spark)
+    out["labels"] = run_label_pairs(cfg, spark)
     return out

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import mlflow
 
 from kpspark import workflows
@@ -7,7 +9,9 @@ from kpspark.data import tables
 from kpspark.registry import models
 
 
-def test_demo_writes_the_lakehouse_and_registers_the_baseline(spark, cfg):
+def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cpu_teacher(spark, cfg):
+    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, sample_size=24, chunk_pairs=12))
+    assert cfg.llm.backend == "transformers" and cfg.llm.model == "smollm2"  # the real teacher, not fake
     out = workflows.run_demo(cfg, spark)
     for name in workflows.SAMPLE_TABLES:
         rep = out["sample"]["tables"][name]
@@ -25,3 +29,11 @@ def test_demo_writes_the_lakehouse_and_registers_the_baseline(spark, cfg):
     workflows.run_generate_sample(cfg, spark)
     after = {n: tables.read_table(spark, cfg, n).count() for n in workflows.SAMPLE_TABLES}
     assert before == after
+
+    labels = out["labels"]
+    assert labels["labeled"] == 24 and labels["errors"] == 0
+    got = tables.read_table(spark, cfg, "llm_labels").toPandas()
+    assert len(got) == 24 and got["p_yes"].between(0, 1).all() and got["error"].isna().all()
+    assert (got["label"] == (got["p_yes"] >= cfg.llm.threshold).astype(int)).all()
+    assert labels["agreement"]["judge_human_pairs"] == 24  # strategy "human": all overlap human labels
+    assert mlflow.get_run(labels["agreement"]["run_id"]).data.tags["judge_model"] == "transformers:smollm2"

@@ -1,0 +1,1 @@
+"""LLM judge: prompts, backends, the LLMJudge stage."""

@@ -1,0 +1,98 @@
+"""Any OpenAI-compatible chat server over HTTP (``vllm serve``, llama.cpp's server, hosted APIs).
+
+One request per pair with ``max_tokens=1, logprobs=true, top_logprobs=k``; P(yes) from the yes/no
+entries among the top log-probabilities. Bounded concurrency (a thread pool per executor
+process), per-request timeout, retries with exponential backoff and full jitter on 429/5xx and
+connection errors. The API key is read from the environment variable whose **name** is
+``api_key_env``; the key itself is never a parameter and never logged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+from kpspark.labeling.backends.base import JudgeResult, PairPrompt, p_yes_from_logprobs
+from kpspark.labeling.prompts import classify_token
+
+logger = logging.getLogger(__name__)
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAIBackend:
+    """Chat-completions client with logprobs."""
+
+    name = "openai"
+
+    def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str = "",
+                 concurrency: int = 8, timeout: float = 30.0, max_retries: int = 5, backoff: float = 0.5,
+                 top_logprobs: int = 20, **_: Any) -> None:
+        self.model_id = model
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.api_key_env = api_key_env
+        self.concurrency = max(1, int(concurrency))
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.top_logprobs = int(top_logprobs)
+        self.retries = 0  # total retries made, for the benchmark's overhead figure
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise RuntimeError(f"environment variable {self.api_key_env} (the API key) is not set")
+            h["Authorization"] = f"Bearer {key}"
+        return h
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                req = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return json.loads(resp.read())  # type: ignore[no-any-return]
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}"
+                if e.code not in RETRY_STATUS:
+                    raise RuntimeError(f"{last}: {e.read()[:200]!r}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+                last = f"{type(e).__name__}: {e}"
+            if attempt < self.max_retries:
+                self.retries += 1
+                time.sleep(random.uniform(0, self.backoff * 2 ** attempt))
+        raise RuntimeError(f"gave up after {self.max_retries} retries ({last})")
+
+    def _one(self, p: PairPrompt) -> JudgeResult:
+        body = {"model": self.model_id, "messages": p.messages, "max_tokens": 1, "temperature": 0.0,
+                "logprobs": True, "top_logprobs": self.top_logprobs}
+        try:
+            resp = self._post(body)
+            choice = resp["choices"][0]
+            raw = (choice.get("message") or {}).get("content")
+            content = (choice.get("logprobs") or {}).get("content") or []
+            if not content:
+                return JudgeResult(None, raw, "server returned no logprobs")
+            yes, no = [], []
+            for alt in content[0].get("top_logprobs") or []:
+                kind = classify_token(alt.get("token", ""))
+                if kind == "yes":
+                    yes.append(float(alt["logprob"]))
+                elif kind == "no":
+                    no.append(float(alt["logprob"]))
+            p_yes = p_yes_from_logprobs(yes, no)
+            return JudgeResult(p_yes, raw, None if p_yes is not None else "no yes/no token in top logprobs")
+        except Exception as e:  # one pair's failure becomes its row's error, not a task failure
+            return JudgeResult(None, None, f"openai: {e}"[:500])
+
+    def judge(self, prompts: Sequence[PairPrompt]) -> list[JudgeResult]:
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(self._one, prompts))

@@ -1,0 +1,210 @@
+"""``LLMJudge``: a pyspark.ml Transformer that labels (title, category, keyphrase) rows with an LLM.
+
+============  ========  ===========================================================
+column        type      meaning
+============  ========  ===========================================================
+p_yes         double    P(yes) from the yes/no answer log-probabilities, normalised
+                        over the yes/no mass; null when the judge could not score
+label         int       1 when ``p_yes >= threshold``, 0 below, null without p_yes
+raw           string    what the model said (first token), for audit
+judge_model   string    the model that judged
+prompt_version string   the prompt template version
+error         string    null, or why this row has no score (it is retried next run)
+============  ========  ===========================================================
+
+Inference runs in ``mapInPandas`` in micro-batches of ``batchSize``; the backend loads once per
+executor Python process. ``_transform`` is lazy. Null/empty fields are judged as they are (an
+empty title gets ``error`` without calling the model).
+
+Examples
+--------
+>>> judge = LLMJudge(backend="fake", keyphraseCol="kp")          # doctest: +SKIP
+>>> judge.transform(df).select("kp", "p_yes", "label").show()    # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from kpspark.errors import SchemaError
+from kpspark.labeling.backends import BACKENDS
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from pyspark.sql import DataFrame
+
+logger = logging.getLogger(__name__)
+OUTPUT_COLS = ("p_yes", "label", "raw", "judge_model", "prompt_version", "error")
+
+
+def _to_backend(value: Any) -> str:
+    v = TypeConverters.toString(value)
+    if v not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {v!r}")
+    return v
+
+
+def _to_json_object(value: Any) -> str:
+    if isinstance(value, dict):
+        value = json.dumps(value, sort_keys=True)
+    v = TypeConverters.toString(value)
+    parsed = json.loads(v or "{}")
+    if not isinstance(parsed, dict):
+        raise TypeError(f"backendOptions must be a JSON object, got {v!r}")
+    secret_like = [k for k in parsed if "key" in k.lower() and not k.lower().endswith("_env")]
+    if secret_like:
+        raise ValueError(f"backendOptions must not hold secrets ({secret_like}); pass api_key_env, the *name* of "
+                         "the environment variable that holds the key")
+    return json.dumps(parsed, sort_keys=True)
+
+
+class LLMJudge(Transformer, DefaultParamsReadable, DefaultParamsWritable):
+    """Label item/keyphrase pairs with P(yes) from an LLM judge (see the module doc for columns)."""
+
+    titleCol: Param[str] = Param(Params._dummy(), "titleCol", "item title column", TypeConverters.toString)
+    categoryCol: Param[str] = Param(Params._dummy(), "categoryCol", "item category column ('' for none)",
+                                    TypeConverters.toString)
+    keyphraseCol: Param[str] = Param(Params._dummy(), "keyphraseCol", "keyphrase text column", TypeConverters.toString)
+    backend: Param[str] = Param(Params._dummy(), "backend", f"judge backend, one of {list(BACKENDS)}", _to_backend)
+    model: Param[str] = Param(Params._dummy(), "model", "model name/path for the backend", TypeConverters.toString)
+    promptVersion: Param[str] = Param(Params._dummy(), "promptVersion", "prompt template version",
+                                      TypeConverters.toString)
+    promptPath: Param[str] = Param(Params._dummy(), "promptPath", "optional template file overriding the packaged one",
+                                   TypeConverters.toString)
+    threshold: Param[float] = Param(Params._dummy(), "threshold", "label = p_yes >= threshold", TypeConverters.toFloat)
+    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "pairs per backend call", TypeConverters.toInt)
+    backendOptions: Param[str] = Param(Params._dummy(), "backendOptions",
+                                       "JSON object of backend options (never secrets: use api_key_env)",
+                                       _to_json_object)
+
+    @keyword_only
+    def __init__(self, *, titleCol: str = "title", categoryCol: str = "category", keyphraseCol: str = "keyphrase",
+                 backend: str = "transformers", model: str = "smollm2", promptVersion: str = "v1",
+                 promptPath: str = "", threshold: float = 0.5, batchSize: int = 16,
+                 backendOptions: str = "{}") -> None:
+        super().__init__()
+        self._setDefault(titleCol="title", categoryCol="category", keyphraseCol="keyphrase", backend="transformers",
+                         model="smollm2", promptVersion="v1", promptPath="", threshold=0.5, batchSize=16,
+                         backendOptions="{}")
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, titleCol: str = "title", categoryCol: str = "category", keyphraseCol: str = "keyphrase",
+                  backend: str = "transformers", model: str = "smollm2", promptVersion: str = "v1",
+                  promptPath: str = "", threshold: float = 0.5, batchSize: int = 16,
+                  backendOptions: str = "{}") -> "LLMJudge":
+        """Set several params at once."""
+        return self._set(**self._input_kwargs)
+
+    def setBackend(self, value: str) -> "LLMJudge":
+        """Set the backend (one of ``vllm``, ``openai``, ``transformers``, ``fake``)."""
+        return self._set(backend=value)
+
+    def setModel(self, value: str) -> "LLMJudge":
+        """Set the model name or path."""
+        return self._set(model=value)
+
+    def setThreshold(self, value: float) -> "LLMJudge":
+        """Set the label threshold on p_yes."""
+        return self._set(threshold=value)
+
+    def setBatchSize(self, value: int) -> "LLMJudge":
+        """Set pairs per backend call."""
+        return self._set(batchSize=value)
+
+    def judgeModelName(self) -> str:
+        """The ``judge_model`` value rows get: ``<backend>:<model>``."""
+        return f"{self.getOrDefault(self.backend)}:{self.getOrDefault(self.model)}"
+
+    def _transform(self, dataset: "DataFrame") -> "DataFrame":
+        from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+        from kpspark.labeling.prompts import load_template
+
+        g = self.getOrDefault
+        cols = {"title": g(self.titleCol), "category": g(self.categoryCol), "keyphrase": g(self.keyphraseCol)}
+        types = dict(dataset.dtypes)
+        for role, c in cols.items():
+            if role == "category" and not c:
+                continue
+            if c not in types:
+                raise SchemaError(f"LLMJudge: input lacks the {role} column {c!r}; found {dataset.columns}")
+            if types[c] != "string":
+                raise SchemaError(f"LLMJudge: column {c!r} must be string, found {types[c]}")
+        clash = [c for c in OUTPUT_COLS if c in types]
+        if clash:
+            raise SchemaError(f"LLMJudge: output column(s) {clash} already exist in the input")
+        load_template(g(self.promptVersion), g(self.promptPath) or None)  # fail fast on a bad version
+        out_schema = StructType(list(dataset.schema.fields) + [
+            StructField("p_yes", DoubleType()), StructField("label", IntegerType()), StructField("raw", StringType()),
+            StructField("judge_model", StringType()), StructField("prompt_version", StringType()),
+            StructField("error", StringType())])
+        fn = make_judge_fn(g(self.backend), g(self.model), g(self.backendOptions), g(self.promptVersion),
+                           g(self.promptPath), float(g(self.threshold)), int(g(self.batchSize)),
+                           cols["title"], cols["category"], cols["keyphrase"], self.judgeModelName())
+        return dataset.mapInPandas(fn, out_schema)
+
+
+def make_judge_fn(backend: str, model: str, options_json: str, prompt_version: str, prompt_path: str,
+                  threshold: float, batch_size: int, title_col: str, category_col: str, keyphrase_col: str,
+                  judge_model: str) -> Any:
+    """The ``mapInPandas`` function; closes over plain values only and loads on the executor."""
+
+    def judge_batches(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
+        from kpspark.labeling.backends import PairPrompt, get_cached_backend
+        from kpspark.labeling.prompts import load_template, render
+
+        template = load_template(prompt_version, prompt_path or None)
+        be = None
+        done, t0 = 0, time.time()
+        for pdf in batches:
+            n = len(pdf)
+            p_yes: list[float | None] = [None] * n
+            raw: list[str | None] = [None] * n
+            err: list[str | None] = [None] * n
+            todo = []
+            for i in range(n):
+                title = pdf[title_col].iat[i]
+                kp = pdf[keyphrase_col].iat[i]
+                cat = pdf[category_col].iat[i] if category_col else None
+                if title is None or not str(title).strip():
+                    err[i] = "empty title"
+                elif kp is None or not str(kp).strip():
+                    err[i] = "empty keyphrase"
+                else:
+                    todo.append((i, PairPrompt(kp, cat, title, render(template, kp, cat, title))))
+            for s in range(0, len(todo), batch_size):
+                chunk = todo[s:s + batch_size]
+                try:
+                    if be is None:
+                        be = get_cached_backend(backend, model, options_json)
+                    results = be.judge([p for _, p in chunk])
+                except Exception as e:  # a failing backend marks the rows, the task goes on
+                    logger.warning("judge batch failed: %s", e)
+                    for i, _ in chunk:
+                        err[i] = f"{type(e).__name__}: {e}"[:500]
+                    continue
+                for (i, _), r in zip(chunk, results):
+                    p_yes[i], raw[i], err[i] = r.p_yes, r.raw, r.error
+            done += n
+            rate = done / max(1e-9, time.time() - t0)
+            logger.info("judged %d pairs in this task (%.1f pairs/s)", done, rate)
+            out = pdf.copy()
+            out["p_yes"] = p_yes
+            out["label"] = [None if p is None else int(p >= threshold) for p in p_yes]
+            out["raw"] = raw
+            out["judge_model"] = judge_model
+            out["prompt_version"] = prompt_version
+            out["error"] = err
+            out["label"] = out["label"].astype("Int32")
+            out["p_yes"] = out["p_yes"].astype("float64")
+            yield out
+
+    return judge_batches

