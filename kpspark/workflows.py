@@ -101,6 +101,15 @@ def run_label_pairs(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     return out
 
 
+def run_load_homedepot(cfg: Config, spark: "SparkSession", path: str | None = None) -> dict[str, Any]:
+    """Load the Home Depot relevance data (``../shared/data/homedepot/train.csv.zip`` by default)
+    into items / keyphrases / human_labels / pairs, accounting for every file row."""
+    from kpspark.data import loaders
+
+    frames = loaders.read_homedepot(spark, path or loaders.HOMEDEPOT_SHARED)
+    return loaders.load_to_tables(spark, cfg, frames)
+
+
 def run_demo(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     """The end-to-end demo on the sample marketplace: generate the lakehouse, register the Jaccard
     baseline, label a sample of pairs with the LLM teacher (the CPU SmolLM2 by default) and report

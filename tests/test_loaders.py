@@ -40,6 +40,7 @@ def test_homedepot_format_latin1_zip(spark, cfg, tmp_path):
     hl = tables.read_table(spark, cfg, "human_labels").toPandas()
     assert sorted(hl["label"]) == [0, 0, 1, 1, 1]  # relevance >= 2.5 -> 1
     assert hl["mapping"].str.contains("2.5").all()
+    assert tables.read_table(spark, cfg, "pairs").count() == 5  # rated pairs become candidate pairs
     kp = tables.read_table(spark, cfg, "keyphrases").toPandas()
     assert set(kp["normalized"]) == {"angle bracket", "l bracket", "deck over", "rain shower head", "shower only faucet"}
 

@@ -175,6 +175,13 @@ def load_to_tables(spark: "SparkSession", cfg: Config, frames: Mapping[str, "Dat
     from kpspark.data import tables
 
     reports = {name: tables.upsert(spark, cfg, name, frames[name]) for name in ("items", "keyphrases", "human_labels")}
+    # the rated pairs are candidate pairs too (so the judge and the scorers can run on them)
+    labeled = tables.read_table(spark, cfg, "human_labels")
+    src = frames["human_labels"].select("source").limit(1).collect()
+    if src:
+        labeled = labeled.where(F.col("source") == src[0][0])
+    reports["pairs"] = tables.upsert(spark, cfg, "pairs", labeled.select(
+        "item_id", "keyphrase_id", F.col("source")).dropDuplicates(["item_id", "keyphrase_id"]))
     malformed = frames["malformed"].select(
         F.lit("human_labels").alias("source_table"), "reason", "record",
         F.lit(reports["human_labels"].batch_id).alias("batch_id"), F.current_timestamp().alias("quarantined_at"))

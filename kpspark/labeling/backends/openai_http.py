@@ -25,6 +25,21 @@ logger = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
+def first_token_alternatives(logprobs: dict[str, Any]) -> list[tuple[str, float]] | None:
+    """(token, logprob) alternatives of the first generated token, from either the chat format
+    (``content[0].top_logprobs``: OpenAI, vLLM, llama.cpp's server) or the legacy completions
+    format (``top_logprobs[0]`` as a dict, which some servers return for chat too)."""
+    content = logprobs.get("content")
+    if content:
+        first = content[0]
+        alts = [(a.get("token", ""), float(a["logprob"])) for a in first.get("top_logprobs") or []]
+        return alts or [(first.get("token", ""), float(first.get("logprob", 0.0)))]
+    legacy = logprobs.get("top_logprobs")
+    if legacy and isinstance(legacy[0], dict):
+        return [(t, float(lp)) for t, lp in legacy[0].items()]
+    return None
+
+
 class OpenAIBackend:
     """Chat-completions client with logprobs."""
 
@@ -78,16 +93,16 @@ class OpenAIBackend:
             resp = self._post(body)
             choice = resp["choices"][0]
             raw = (choice.get("message") or {}).get("content")
-            content = (choice.get("logprobs") or {}).get("content") or []
-            if not content:
+            alts = first_token_alternatives(choice.get("logprobs") or {})
+            if alts is None:
                 return JudgeResult(None, raw, "server returned no logprobs")
             yes, no = [], []
-            for alt in content[0].get("top_logprobs") or []:
-                kind = classify_token(alt.get("token", ""))
+            for token, logprob in alts:
+                kind = classify_token(token)
                 if kind == "yes":
-                    yes.append(float(alt["logprob"]))
+                    yes.append(logprob)
                 elif kind == "no":
-                    no.append(float(alt["logprob"]))
+                    no.append(logprob)
             p_yes = p_yes_from_logprobs(yes, no)
             return JudgeResult(p_yes, raw, None if p_yes is not None else "no yes/no token in top logprobs")
         except Exception as e:  # one pair's failure becomes its row's error, not a task failure

@@ -1,0 +1,95 @@
+"""The openai backend against a real OpenAI-compatible server (llama.cpp's, serving SmolLM2) on
+127.0.0.1, started by the test; plus a real local HTTP server that fails on purpose, for the retry
+path (a proxy in front of the real server is the reliability suite's job)."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pytest
+
+from kpspark.labeling.backends import PairPrompt, load_backend
+from kpspark.labeling.backends.openai_http import first_token_alternatives
+from kpspark.labeling.local_server import available, llama_server
+from kpspark.labeling.prompts import load_template, render
+
+PAIRS = [("red iphone case", "Cell Phones", "OtterBox Defender Case for iPhone 11 Red"),
+         ("cordless drill", "Cell Phones", "OtterBox Defender Case for iPhone 11 Red"),
+         ("iphone", "Cell Phones", "Apple iPhone 11 64GB Black Unlocked Smartphone"),
+         ("running shoes", "Athletic Shoes", "Nike Air Zoom Pegasus Running Shoes Size 10")]
+
+
+def _prompts():
+    t = load_template("v1")
+    return [PairPrompt(k, c, ti, render(t, k, c, ti)) for k, c, ti in PAIRS]
+
+
+def test_both_logprob_formats_are_read():
+    chat = {"content": [{"token": "No", "logprob": -0.2, "top_logprobs": [{"token": "No", "logprob": -0.2},
+                                                                            {"token": "Yes", "logprob": -1.9}]}]}
+    legacy = {"top_logprobs": [{"No": -0.2, " Yes": -1.9}], "tokens": ["No"]}
+    assert first_token_alternatives(chat) == [("No", -0.2), ("Yes", -1.9)]
+    assert first_token_alternatives(legacy) == [("No", -0.2), (" Yes", -1.9)]
+    assert first_token_alternatives({}) is None
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    calls = 0
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        type(self).calls += 1
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).calls % 3:  # two failures (429 then 503), then a valid answer
+            self.send_response(429 if type(self).calls % 3 == 1 else 503)
+            self.end_headers()
+            return
+        body = json.dumps({"choices": [{"message": {"content": "Yes"}, "logprobs": {"content": [
+            {"token": "Yes", "logprob": -0.1, "top_logprobs": [{"token": "Yes", "logprob": -0.1},
+                                                              {"token": "No", "logprob": -2.4}]}]}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_retries_with_backoff_on_429_and_5xx_and_key_from_env(monkeypatch):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        monkeypatch.setenv("KP_TEST_KEY", "canary-secret")
+        be = load_backend("openai", "m", base_url=base, api_key_env="KP_TEST_KEY", concurrency=1,
+                          backoff=0.01, max_retries=3)
+        [res] = be.judge(_prompts()[:1])
+        assert res.error is None and res.p_yes == pytest.approx(1 / (1 + 2.718281828 ** -2.3), rel=1e-6)
+        assert be.retries == 2
+        monkeypatch.delenv("KP_TEST_KEY")
+        [res] = be.judge(_prompts()[:1])  # a missing key is that row's error, not a crash
+        assert res.p_yes is None and "KP_TEST_KEY" in res.error and "canary" not in res.error
+        dead = load_backend("openai", "m", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff=0.01)
+        [res] = dead.judge(_prompts()[:1])
+        assert res.p_yes is None and "gave up after 1 retries" in res.error
+    finally:
+        srv.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not available(), reason="llama-cpp-python[server] not installed (make setup installs it)")
+def test_openai_backend_against_a_real_llama_cpp_server():
+    from kpspark.labeling.backends import load_backend as lb
+
+    with llama_server("smollm2", n_threads=2) as base:
+        seq = lb("openai", "smollm2", base_url=base, concurrency=1)
+        con = lb("openai", "smollm2", base_url=base, concurrency=4)
+        a, b = seq.judge(_prompts()), con.judge(_prompts())
+    for r1, r2 in zip(a, b):
+        assert r1.error is None and 0.0 <= r1.p_yes <= 1.0 and r1.raw is not None
+        assert r1.p_yes == pytest.approx(r2.p_yes, abs=1e-3)  # concurrency does not change answers
+    # the same model through transformers gives a correlated P(yes) (GGUF Q4 vs dequantized fp32)
+    hf = load_backend("transformers", "smollm2", torch_threads=2).judge(_prompts())
+    assert max(abs(x.p_yes - y.p_yes) for x, y in zip(a, hf)) < 0.15
