@@ -62,7 +62,7 @@ def bench_transformers(pairs, threads):
     be.judge(ps[:4])  # warm-up
     batched = rate(lambda: [be.judge(ps[i:i + 16]) for i in range(0, len(ps), 16)], len(ps))
     single = rate(lambda: [be.judge([p]) for p in ps[:16]], 16)
-    inj = {v: vars(flip_rate(be, pairs[:12], load_template(v))) for v in ("v1", "v0")}
+    inj = {v: vars(flip_rate(be, pairs[:8], load_template(v))) for v in ("v1", "v0")}
     return {"model": be.model_id, "load_s": round(load_s, 1), "threads": threads,
             "pairs_per_s_batch16": round(batched, 2), "pairs_per_s_batch1": round(single, 2),
             "ratio_batch16_to_batch1": round(batched / single, 2), "injection": inj}
@@ -100,7 +100,7 @@ def bench_openai(pairs, threads):
         r_seq = rate(lambda: seq.judge(ps), len(ps))
         r_con = rate(lambda: con.judge(ps), len(ps))
         errors = sum(r.error is not None for r in con.judge(ps[:16]))
-        inj = {v: vars(flip_rate(con, pairs[:12], load_template(v))) for v in ("v1", "v0")}
+        inj = {v: vars(flip_rate(con, pairs[:8], load_template(v))) for v in ("v1", "v0")}
     best = max(server.values())
     return {"server": "llama.cpp (llama-cpp-python server)", "server_max_pairs_per_s": round(best, 2),
             "server_pairs_per_s_by_concurrency": {str(k): round(v, 2) for k, v in server.items()},
@@ -112,7 +112,7 @@ def bench_openai(pairs, threads):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=48)
+    ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--out", default=str(HERE / "results" / "llm_judge.json"))
     args = ap.parse_args()
     cores = os.cpu_count() or 1

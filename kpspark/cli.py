@@ -53,7 +53,8 @@ def _rollback(cfg: Config, argv: Sequence[str]) -> dict[str, Any]:
 
 
 _WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "baseline": "run_baseline",
-              "label-pairs": "run_label_pairs", "load-homedepot": "run_load_homedepot"}
+              "label-pairs": "run_label_pairs", "load-homedepot": "run_load_homedepot",
+              "train-cross-encoder": "run_train_cross_encoder", "score-pairs": "run_score_pairs"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

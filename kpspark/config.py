@@ -116,6 +116,24 @@ class LlmConfig:
 
 
 @dataclass(frozen=True)
+class CrossEncoderConfig:
+    """Training/export of the cross-encoder assistant (``jobs/train_cross_encoder.py``)."""
+
+    recipe: str = "click_llm"  # search | click_search | click_llm | click_llm_neg | llm | human
+    init: str = "bert-tiny"  # bert-tiny (the paper's shape, from scratch) | minilm2 (first 2 layers of MiniLM)
+    max_length: int = 64
+    epochs: float = 8.0
+    lr: float = 1e-3
+    batch_size: int = 64
+    eval_steps: int = 100
+    patience: int = 3
+    soft_labels: bool = False
+    max_train_pairs: int = 200_000
+    precision: str = "int8"  # int8 | fp32, for scoring
+    judge_model: str = ""  # restrict LLM labels to one judge ('' = any)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; sections mirror the YAML files."""
 
@@ -127,6 +145,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
+    cross_encoder: CrossEncoderConfig = field(default_factory=CrossEncoderConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-serializable)."""
@@ -245,7 +264,7 @@ def _coerce(value: Any, default: Any, path: str) -> Any:
 _SECTION_TYPES: dict[str, type] = {
     "SparkConfig": SparkConfig, "LakehouseConfig": LakehouseConfig, "MlflowConfig": MlflowConfig,
     "ModelsConfig": ModelsConfig, "QualityConfig": QualityConfig, "SampleConfig": SampleConfig,
-    "BatchConfig": BatchConfig, "LlmConfig": LlmConfig,
+    "BatchConfig": BatchConfig, "LlmConfig": LlmConfig, "CrossEncoderConfig": CrossEncoderConfig,
 }
 
 

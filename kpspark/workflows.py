@@ -110,11 +110,34 @@ def run_load_homedepot(cfg: Config, spark: "SparkSession", path: str | None = No
     return loaders.load_to_tables(spark, cfg, frames)
 
 
+def run_train_cross_encoder(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Train ``cross_encoder.recipe``, export with parity, log, register as the candidate alias; the
+    first model of a name is also made the serving alias (nothing to compare it with yet)."""
+    from kpspark.crossencoder.workflow import run_train_cross_encoder as train
+    from kpspark.registry import models
+
+    out = train(cfg, spark)
+    if models.get_version(cfg, out["model"], cfg.models.serving_alias) is None:
+        models.set_alias(cfg, out["model"], cfg.models.serving_alias, out["version"])
+        out["promoted"] = cfg.models.serving_alias
+    return out
+
+
+def run_score_pairs(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Score the ``pairs`` table with ``models:/<cross_encoder>@<serving alias>`` into ``pair_scores``."""
+    from kpspark.crossencoder.workflow import run_score_pairs as score
+
+    return score(cfg, spark)
+
+
 def run_demo(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     """The end-to-end demo on the sample marketplace: generate the lakehouse, register the Jaccard
     baseline, label a sample of pairs with the LLM teacher (the CPU SmolLM2 by default) and report
-    its agreement. Later stages join as they land. Returns what each step did."""
+    its agreement, train + export + register the cross-encoder, and score the candidate pairs with
+    it. Later stages join as they land. Returns what each step did."""
     out: dict[str, Any] = {"sample": run_generate_sample(cfg, spark)}
     out["baseline"] = run_baseline(cfg, spark)
     out["labels"] = run_label_pairs(cfg, spark)
+    out["cross_encoder"] = run_train_cross_encoder(cfg, spark)
+    out["scores"] = run_score_pairs(cfg, spark)
     return out

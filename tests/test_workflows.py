@@ -10,7 +10,9 @@ from kpspark.registry import models
 
 
 def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cpu_teacher(spark, cfg):
-    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, sample_size=24, chunk_pairs=12))
+    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, sample_size=24, chunk_pairs=12),
+                              cross_encoder=dataclasses.replace(cfg.cross_encoder, epochs=8.0,
+                                                                batch_size=32, eval_steps=20))
     assert cfg.llm.backend == "transformers" and cfg.llm.model == "smollm2"  # the real teacher, not fake
     out = workflows.run_demo(cfg, spark)
     for name in workflows.SAMPLE_TABLES:
@@ -37,3 +39,10 @@ def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cp
     assert (got["label"] == (got["p_yes"] >= cfg.llm.threshold).astype(int)).all()
     assert labels["agreement"]["judge_human_pairs"] == 24  # strategy "human": all overlap human labels
     assert mlflow.get_run(labels["agreement"]["run_id"]).data.tags["judge_model"] == "transformers:smollm2"
+
+    ce = out["cross_encoder"]
+    assert ce["recipe"] == "click_search" and ce["promoted"] == "champion"
+    assert ce["ce_parity_int8_decision_agreement"] >= 0.99
+    scores = out["scores"]
+    assert scores["rows_in"] == scores["rows_written"] + scores["rows_quarantined"]
+    assert tables.read_table(spark, cfg, "pair_scores").count() == scores["rows_written"] > 0

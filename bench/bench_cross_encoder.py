@@ -1,0 +1,162 @@
+"""Benchmark: cross-encoder scoring in Spark local mode, Delta -> Delta, pairs/s per core.
+
+Same run, same registered model, same pairs:
+
+* ``ours_int8`` / ``ours_fp32``: :class:`OnnxCrossEncoderModel` (length-sorted micro-batches, one
+  single-threaded ONNX Runtime session per Python worker);
+* ``mlflow_spark_udf``: the baseline, ``mlflow.pyfunc.spark_udf`` on the same registered pyfunc;
+* ``ours_int8`` on 1 core vs 2 cores (scaling).
+
+Each configuration runs in its own process (its own ``local[N]`` Spark), after a warm-up on a
+slice, timing read pairs + join texts + score + write Delta. Writes
+``bench/results/cross_encoder.json``. Run: ``.venv/bin/python bench/bench_cross_encoder.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _cfg(work: Path, cores: int, extra=()):
+    from kpspark.config import load_config
+
+    return load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+        f"lakehouse.root={work / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+        f"mlflow.artifact_root={work / 'art'}", f"spark.master=local[{cores}]",
+        f"spark.conf.spark.sql.shuffle.partitions={cores * 2}", "spark.conf.spark.driver.memory=6g",
+        f"spark.jars_dir={REPO / '.cache' / 'jars'}", *extra])
+
+
+def prepare(work: Path, size: str) -> dict:
+    """Generate the sample lakehouse and train + register a small model (once per work folder)."""
+    from kpspark.crossencoder.workflow import run_train_cross_encoder
+    from kpspark.registry import models
+    from kpspark.session import get_spark
+    from kpspark.workflows import run_generate_sample
+
+    marker = work / "prepared.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    cfg = _cfg(work, os.cpu_count() or 2, [f"sample.size={size}", "cross_encoder.recipe=search",
+                                           "cross_encoder.max_train_pairs=20000", "cross_encoder.epochs=4",
+                                           "cross_encoder.batch_size=64",
+                                           "cross_encoder.eval_steps=50"])
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    spark = get_spark(cfg)
+    run_generate_sample(cfg, spark)
+    res = run_train_cross_encoder(cfg, spark)
+    models.set_alias(cfg, res["model"], "champion", res["version"])
+    info = {"model_uri": f"models:/{res['model']}/{res['version']}", "train": {k: res[k] for k in (
+        "ce_val_auc_truth", "ce_parity_int8_pearson", "ce_parity_int8_decision_agreement") if k in res}}
+    spark.stop()
+    marker.write_text(json.dumps(info))
+    return info
+
+
+def run_one(work: Path, cores: int, mode: str, model_uri: str, limit: int) -> dict:
+    """One configuration in this process: warm-up, then the timed Delta -> Delta scoring job."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+    from kpspark.data import tables
+    from kpspark.session import get_spark
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    cfg = _cfg(work, cores)
+    spark = get_spark(cfg)
+    items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
+    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
+    pairs = tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id").limit(limit)
+
+    def job(src, out):
+        df = src.join(items, "item_id").join(kps, "keyphrase_id")
+        if mode == "mlflow_spark_udf":
+            udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
+            scored = df.withColumn("score", udf("keyphrase", "category", "title"))
+        else:
+            scored = OnnxCrossEncoderModel(modelUri=model_uri, precision="fp32" if mode == "ours_fp32" else "int8",
+                                           batchSize=16).transform(df)
+        scored.select("item_id", "keyphrase_id", "score").write.format("delta").mode("overwrite").save(str(out))
+
+    job(pairs.limit(2000), work / f"warm_{mode}_{cores}")  # loads the model in every worker
+    n = pairs.count()
+    t0 = time.perf_counter()
+    job(pairs, work / f"out_{mode}_{cores}")
+    wall = time.perf_counter() - t0
+    written = spark.read.format("delta").load(str(work / f"out_{mode}_{cores}")).count()
+    spark.stop()
+    return {"mode": mode, "cores": cores, "pairs": n, "written": written, "seconds": round(wall, 2),
+            "pairs_per_s": round(n / wall, 1), "pairs_per_s_per_core": round(n / wall / cores, 1)}
+
+
+def mean_tokens(work: Path, model_uri: str, n: int = 5000) -> float:
+    import pyarrow.dataset as ds
+
+    from kpspark.crossencoder.scorer import load_scorer
+    from kpspark.crossencoder.text import pair_texts
+
+    items = ds.dataset(str(work / "lakehouse" / "items")).to_table().to_pandas()
+    kps = ds.dataset(str(work / "lakehouse" / "keyphrases")).to_table().to_pandas()
+    pairs = ds.dataset(str(work / "lakehouse" / "pairs")).to_table().to_pandas().head(n)
+    df = pairs.merge(items, on="item_id").merge(kps[["keyphrase_id", "text"]], on="keyphrase_id")
+    sc = load_scorer(model_uri, "int8", f"sqlite:///{work / 'mlflow.db'}")
+    a, b = pair_texts(df["text"], df["category"], df["title"])
+    return float(sum(len(e.ids) for e in sc.tokenizer.encode_batch(list(zip(a, b)))) / len(a))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=str(REPO / ".cache" / "bench-ce"))
+    ap.add_argument("--size", default="medium", help="sample size (medium: 240k pairs)")
+    ap.add_argument("--limit", type=int, default=240_000)
+    ap.add_argument("--one", nargs=2, metavar=("CORES", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(HERE / "results" / "cross_encoder.json"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.one:
+        info = json.loads((work / "prepared.json").read_text())
+        print("RESULT " + json.dumps(run_one(work, int(args.one[0]), args.one[1], info["model_uri"], args.limit)))
+        return 0
+    info = prepare(work, args.size)
+    cores = os.cpu_count() or 2
+    runs = []
+    for c, mode in [(cores, "ours_int8"), (cores, "ours_fp32"), (cores, "mlflow_spark_udf"), (1, "ours_int8")]:
+        proc = subprocess.run([sys.executable, __file__, "--work", str(work), "--limit", str(args.limit),
+                               "--one", str(c), mode], capture_output=True, text=True, check=False)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            raise RuntimeError(f"{mode} on {c} cores failed:\n{proc.stderr[-3000:]}")
+        runs.append(json.loads(line[0][len("RESULT "):]))
+        print(runs[-1], flush=True)
+    by = {(r["mode"], r["cores"]): r for r in runs}
+    int8 = by[("ours_int8", cores)]
+    result = {
+        "benchmark": "cross_encoder_scoring", "machine": {"cores": cores, "platform": platform.platform()},
+        "pipeline": "Delta pairs -> join items/keyphrases -> score -> Delta", "model": info,
+        "mean_tokens_per_pair": round(mean_tokens(work, info["model_uri"]), 1), "runs": runs,
+        "int8_pairs_per_s_per_core": int8["pairs_per_s_per_core"],
+        "fp32_pairs_per_s_per_core": by[("ours_fp32", cores)]["pairs_per_s_per_core"],
+        "ratio_int8_to_mlflow_spark_udf": round(int8["pairs_per_s"] / by[("mlflow_spark_udf", cores)]["pairs_per_s"], 2),
+        "scaling_2_cores_vs_1": round(int8["pairs_per_s"] / by[("ours_int8", 1)]["pairs_per_s"], 2),
+        "paper_pairs_per_s_per_core": 324, "targets": {"int8_per_core": 3000, "fp32_per_core": 2200,
+                                                       "ratio_to_mlflow": 3.5, "scaling": 1.8},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

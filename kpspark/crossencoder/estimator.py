@@ -1,0 +1,99 @@
+"""``CrossEncoderEstimator``: labelled pairs -> trained, exported, parity-checked cross-encoder.
+
+Input columns: ``keyphrase, category, title, label`` (0/1; ``p_yes`` too with ``softLabels``) and
+``item_id`` (the validation split is by item, so no item is in both splits). ``fit`` collects the
+training rows to the driver (the model trains on one machine; the sample sizes of the paper's
+recipes fit), trains with sentence-transformers' trainer, exports ONNX fp32 + int8 to
+``outputDir`` with the parity check, and returns an :class:`OnnxCrossEncoderModel` on that folder.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyspark import keyword_only
+from pyspark.ml import Estimator
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+from kpspark.errors import SchemaError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
+
+logger = logging.getLogger(__name__)
+
+
+class CrossEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
+    """Train and export a 2-layer cross-encoder (see the module doc)."""
+
+    outputDir: Param[str] = Param(Params._dummy(), "outputDir", "folder for checkpoints and the export",
+                                  TypeConverters.toString)
+    init: Param[str] = Param(Params._dummy(), "init", "minilm2 or bert-tiny", TypeConverters.toString)
+    maxLength: Param[int] = Param(Params._dummy(), "maxLength", "max tokens per pair", TypeConverters.toInt)
+    epochs: Param[float] = Param(Params._dummy(), "epochs", "training epochs", TypeConverters.toFloat)
+    learningRate: Param[float] = Param(Params._dummy(), "learningRate", "peak learning rate", TypeConverters.toFloat)
+    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "training batch size", TypeConverters.toInt)
+    evalSteps: Param[int] = Param(Params._dummy(), "evalSteps", "validate every n steps", TypeConverters.toInt)
+    patience: Param[int] = Param(Params._dummy(), "patience", "early-stopping patience (evaluations)",
+                                 TypeConverters.toInt)
+    softLabels: Param[bool] = Param(Params._dummy(), "softLabels", "train on p_yes instead of 0/1",
+                                    TypeConverters.toBoolean)
+    validationFraction: Param[float] = Param(Params._dummy(), "validationFraction", "share of items held out",
+                                             TypeConverters.toFloat)
+    seed: Param[int] = Param(Params._dummy(), "seed", "random seed", TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, *, outputDir: str = "", init: str = "bert-tiny", maxLength: int = 64, epochs: float = 8.0,
+                 learningRate: float = 1e-3, batchSize: int = 64, evalSteps: int = 100, patience: int = 3,
+                 softLabels: bool = False, validationFraction: float = 0.2, seed: int = 42) -> None:
+        super().__init__()
+        self._setDefault(outputDir="", init="bert-tiny", maxLength=64, epochs=8.0, learningRate=1e-3, batchSize=64,
+                         evalSteps=100, patience=3, softLabels=False, validationFraction=0.2, seed=42)
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, outputDir: str = "", init: str = "bert-tiny", maxLength: int = 64, epochs: float = 8.0,
+                  learningRate: float = 1e-3, batchSize: int = 64, evalSteps: int = 100, patience: int = 3,
+                  softLabels: bool = False, validationFraction: float = 0.2, seed: int = 42) -> "CrossEncoderEstimator":
+        """Set several params at once."""
+        return self._set(**self._input_kwargs)
+
+    def split(self, dataset: "DataFrame") -> tuple[Any, Any]:
+        """(train, validation) pandas frames, split by a hash of ``item_id``."""
+        from pyspark.sql import functions as F
+
+        need = ["item_id", "keyphrase", "category", "title", "label"]
+        missing = [c for c in need if c not in dataset.columns]
+        if missing:
+            raise SchemaError(f"CrossEncoderEstimator: input lacks {missing}; found {dataset.columns}")
+        cols = need + [c for c in ("keyphrase_id", "p_yes") if c in dataset.columns]
+        frac = self.getOrDefault(self.validationFraction)
+        bucket = F.pmod(F.xxhash64("item_id", F.lit(self.getOrDefault(self.seed))), F.lit(1000)) / 1000.0
+        pdf = (dataset.select(*cols).where(F.col("label").isNotNull() & F.col("keyphrase").isNotNull()
+                                          & F.col("title").isNotNull())
+               .withColumn("_val", bucket < frac).toPandas())
+        return pdf[~pdf["_val"]].drop(columns="_val"), pdf[pdf["_val"]].drop(columns="_val")
+
+    def _fit(self, dataset: "DataFrame") -> OnnxCrossEncoderModel:
+        from kpspark.crossencoder.export import export_with_parity
+        from kpspark.crossencoder.text import pair_texts
+        from kpspark.crossencoder.train import TrainConfig, train_cross_encoder
+
+        g = self.getOrDefault
+        if not g(self.outputDir):
+            raise ValueError("CrossEncoderEstimator: outputDir is not set")
+        train, val = self.split(dataset)
+        cfg = TrainConfig(init=g(self.init), max_length=g(self.maxLength), epochs=g(self.epochs),
+                          lr=g(self.learningRate), batch_size=g(self.batchSize), eval_steps=g(self.evalSteps),
+                          patience=g(self.patience), soft_labels=g(self.softLabels), seed=g(self.seed))
+        out = Path(g(self.outputDir))
+        res = train_cross_encoder(train, val, out, cfg)
+        a, b = pair_texts(val["keyphrase"], val["category"], val["title"])
+        export_dir, parity = export_with_parity(res["model_dir"], out / "export", a, b, cfg.max_length)
+        model = OnnxCrossEncoderModel(modelUri=str(export_dir))
+        model.training_summary = {**res, "train_rows": len(train), "validation_rows": len(val),  # type: ignore[attr-defined]
+                                  "parity": parity.__dict__}
+        return model

@@ -1,0 +1,208 @@
+"""``OnnxCrossEncoderModel``: score (keyphrase, category, title) rows with an exported cross-encoder.
+
+===========  ======  ====================================================================
+column       type    meaning
+===========  ======  ====================================================================
+score        double  sigmoid of the cross-encoder logit, in [0, 1]; null when the
+                     keyphrase or the title is null/blank (nothing to judge)
+===========  ======  ====================================================================
+
+The model folder reaches executors from ``modelUri``: a registry URI (``models:/name@alias`` is
+pinned to its version on the driver when ``transform`` is called, so one job scores with one
+version), a ``runs:/`` URI, or a path every executor can read. Executors download it themselves
+(not from the driver's disk) and keep one ONNX Runtime session per Python worker, single-threaded
+by default because Spark already runs one worker per core.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Tuple
+
+import pandas as pd
+from pyspark import keyword_only
+from pyspark.ml import Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from kpspark.errors import KPSparkError, SchemaError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
+
+logger = logging.getLogger(__name__)
+PRECISIONS = ("int8", "fp32")
+_DL_LOCK = threading.Lock()
+_DL_CACHE: dict[str, str] = {}
+
+
+def _to_precision(v: Any) -> str:
+    s = TypeConverters.toString(v)
+    if s not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {s!r}")
+    return s
+
+
+def find_export_dir(root: str | os.PathLike[str]) -> Path:
+    """The folder holding ``kpspark_model.json`` under ``root`` (an export or a logged pyfunc)."""
+    from kpspark.crossencoder.export import META_FILE
+
+    root = Path(root)
+    if (root / META_FILE).exists():
+        return root
+    found = sorted(root.rglob(META_FILE))
+    if not found:
+        raise KPSparkError(f"no {META_FILE} under {root}: not a kpspark cross-encoder export")
+    return found[0].parent
+
+
+def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
+    """A local copy of ``model_uri`` (downloaded once per process for registry/run URIs)."""
+    if "://" not in model_uri and not model_uri.startswith(("models:", "runs:")):
+        return find_export_dir(model_uri)
+    if model_uri.startswith("file://"):
+        return find_export_dir(model_uri[len("file://"):])
+    with _DL_LOCK:
+        if model_uri not in _DL_CACHE:
+            import mlflow
+
+            if tracking_uri:
+                mlflow.set_tracking_uri(tracking_uri)
+                mlflow.set_registry_uri(tracking_uri)
+            dst = tempfile.mkdtemp(prefix="kpspark-model-")
+            _DL_CACHE[model_uri] = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
+        return find_export_dir(_DL_CACHE[model_uri])
+
+
+def load_scorer(model_uri: str, precision: str = "int8", tracking_uri: str | None = None, threads: int = 1,
+                batch_size: int = 16) -> Any:
+    """An :class:`~kpspark.crossencoder.onnx_scorer.OnnxPairScorer` for a model URI, cached per process.
+
+    Refuses, with a clear error, a model whose files are missing or corrupt or whose tokenizer does
+    not match the ONNX inputs.
+    """
+    import json
+
+    from kpspark.crossencoder.export import META_FILE
+    from kpspark.crossencoder.onnx_scorer import get_cached_scorer
+
+    d = local_model_dir(model_uri, tracking_uri)
+    meta = json.loads((d / META_FILE).read_text())
+    onnx_file = d / meta["files"][precision]
+    if not onnx_file.exists():
+        raise KPSparkError(f"{model_uri}: {meta['files'][precision]} is missing from the model")
+    return get_cached_scorer(str(onnx_file), str(d), int(meta["max_length"]), threads, batch_size)
+
+
+def make_score_fn(model_uri: str, precision: str, tracking_uri: str | None, threads: int, batch_size: int) -> Any:
+    """The pandas UDF body; closes over plain values and loads on the executor."""
+
+    def score(batches: Iterator[Tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+        import numpy as np
+
+        from kpspark.crossencoder.text import pair_texts
+
+        scorer = load_scorer(model_uri, precision, tracking_uri, threads, batch_size)
+        for kp, cat, title in batches:
+            ok = (kp.fillna("").str.strip().str.len() > 0) & (title.fillna("").str.strip().str.len() > 0)
+            out = np.full(len(kp), np.nan)
+            if ok.any():
+                a, b = pair_texts(kp[ok], cat[ok], title[ok])
+                out[ok.to_numpy()] = scorer.scores(a, b)
+            yield pd.Series(out)
+
+    return score
+
+
+class OnnxCrossEncoderModel(Model, DefaultParamsReadable, DefaultParamsWritable):
+    """Score pairs with an exported cross-encoder (see the module doc)."""
+
+    keyphraseCol: Param[str] = Param(Params._dummy(), "keyphraseCol", "keyphrase text column", TypeConverters.toString)
+    categoryCol: Param[str] = Param(Params._dummy(), "categoryCol", "category column ('' for none)",
+                                    TypeConverters.toString)
+    titleCol: Param[str] = Param(Params._dummy(), "titleCol", "item title column", TypeConverters.toString)
+    outputCol: Param[str] = Param(Params._dummy(), "outputCol", "score column", TypeConverters.toString)
+    modelUri: Param[str] = Param(Params._dummy(), "modelUri", "models:/name@alias, runs:/..., or an export folder",
+                                 TypeConverters.toString)
+    precision: Param[str] = Param(Params._dummy(), "precision", "int8 or fp32", _to_precision)
+    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "pairs per ONNX call (length-sorted)",
+                                  TypeConverters.toInt)
+    threads: Param[int] = Param(Params._dummy(), "threads", "ONNX Runtime threads per Python worker",
+                                TypeConverters.toInt)
+    trackingUri: Param[str] = Param(Params._dummy(), "trackingUri", "MLflow tracking/registry URI for executors "
+                                    "('' = MLFLOW_TRACKING_URI)", TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, keyphraseCol: str = "keyphrase", categoryCol: str = "category", titleCol: str = "title",
+                 outputCol: str = "score", modelUri: str = "", precision: str = "int8", batchSize: int = 16,
+                 threads: int = 1, trackingUri: str = "") -> None:
+        super().__init__()
+        self._setDefault(keyphraseCol="keyphrase", categoryCol="category", titleCol="title", outputCol="score",
+                         modelUri="", precision="int8", batchSize=16, threads=1, trackingUri="")
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, keyphraseCol: str = "keyphrase", categoryCol: str = "category", titleCol: str = "title",
+                  outputCol: str = "score", modelUri: str = "", precision: str = "int8", batchSize: int = 16,
+                  threads: int = 1, trackingUri: str = "") -> "OnnxCrossEncoderModel":
+        """Set several params at once."""
+        return self._set(**self._input_kwargs)
+
+    def setModelUri(self, value: str) -> "OnnxCrossEncoderModel":
+        """Set the model URI or folder."""
+        return self._set(modelUri=value)
+
+    def setPrecision(self, value: str) -> "OnnxCrossEncoderModel":
+        """Set ``int8`` or ``fp32``."""
+        return self._set(precision=value)
+
+    def setBatchSize(self, value: int) -> "OnnxCrossEncoderModel":
+        """Set pairs per ONNX call."""
+        return self._set(batchSize=value)
+
+    def setOutputCol(self, value: str) -> "OnnxCrossEncoderModel":
+        """Set the score column name."""
+        return self._set(outputCol=value)
+
+    def resolvedModelUri(self) -> str:
+        """``modelUri`` with a registry alias pinned to its current version."""
+        uri = self.getOrDefault(self.modelUri)
+        if uri.startswith("models:/") and "@" in uri:
+            import mlflow
+
+            if self.getOrDefault(self.trackingUri):
+                mlflow.set_registry_uri(self.getOrDefault(self.trackingUri))
+            name, alias = uri[len("models:/"):].split("@", 1)
+            version = mlflow.MlflowClient(registry_uri=self.getOrDefault(self.trackingUri) or None) \
+                .get_model_version_by_alias(name, alias).version
+            return f"models:/{name}/{version}"
+        return uri
+
+    def _transform(self, dataset: "DataFrame") -> "DataFrame":
+        from pyspark.sql import functions as F
+        from pyspark.sql.functions import pandas_udf
+
+        g = self.getOrDefault
+        if not g(self.modelUri):
+            raise ValueError("OnnxCrossEncoderModel: modelUri is not set")
+        types = dict(dataset.dtypes)
+        for role, c in (("keyphrase", g(self.keyphraseCol)), ("title", g(self.titleCol)),
+                        ("category", g(self.categoryCol))):
+            if role == "category" and not c:
+                continue
+            if c not in types:
+                raise SchemaError(f"OnnxCrossEncoderModel: input lacks the {role} column {c!r}; found {dataset.columns}")
+            if types[c] != "string":
+                raise SchemaError(f"OnnxCrossEncoderModel: column {c!r} must be string, found {types[c]}")
+        if g(self.outputCol) in types:
+            raise SchemaError(f"OnnxCrossEncoderModel: output column {g(self.outputCol)!r} already exists")
+        import mlflow
+
+        tracking = g(self.trackingUri) or mlflow.get_tracking_uri()
+        fn = make_score_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize))
+        udf = pandas_udf(fn, "double")  # type: ignore[call-overload]
+        cat = F.col(g(self.categoryCol)) if g(self.categoryCol) else F.lit(None).cast("string")
+        return dataset.withColumn(g(self.outputCol), udf(F.col(g(self.keyphraseCol)), cat, F.col(g(self.titleCol))))

@@ -1,0 +1,24 @@
+"""How a pair becomes cross-encoder input (one definition for training, export and scoring).
+
+Sentence A is the keyphrase, sentence B is ``category [SEP] title``; the tokenizer adds
+``[CLS] ... [SEP] ... [SEP]``, giving ``[CLS] keyphrase [SEP] category [SEP] title [SEP]``. Truncation
+is ``only_second``: a long title is cut, the keyphrase never is.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def second_segment(category: str | None, title: str | None) -> str:
+    """``category [SEP] title`` (an empty category is dropped)."""
+    cat = (category or "").strip()
+    t = (title or "").strip()
+    return f"{cat} [SEP] {t}" if cat else t
+
+
+def pair_texts(keyphrases: Iterable[str | None], categories: Iterable[str | None],
+               titles: Iterable[str | None]) -> tuple[list[str], list[str]]:
+    """(sentence A list, sentence B list)."""
+    a = [(k or "").strip() for k in keyphrases]
+    b = [second_segment(c, t) for c, t in zip(categories, titles)]
+    return a, b

@@ -1,0 +1,122 @@
+"""Cross-encoder workflows: train a recipe (log + register as ``challenger``) and score pairs into
+``pair_scores`` with the model an alias points at."""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kpspark.config import Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+
+def model_name_for(cfg: Config, recipe: str) -> str:
+    """The configured recipe registers under ``models.cross_encoder``; others get a ``-<recipe>`` suffix."""
+    return cfg.models.cross_encoder if recipe == cfg.cross_encoder.recipe else f"{cfg.models.cross_encoder}-{recipe}"
+
+
+def _validation_metrics(spark: "SparkSession", cfg: Config, val: Any, scorer: Any) -> dict[str, float]:
+    """AUC of the exported int8 model on the validation pairs: against the training labels, and
+    against ground truth / human labels where those tables have the pairs."""
+    import pandas as pd
+
+    from kpspark.crossencoder.text import pair_texts
+    from kpspark.data import tables
+    from kpspark.evaluation import metrics
+
+    a, b = pair_texts(val["keyphrase"], val["category"], val["title"])
+    val = val.assign(score=scorer.scores(a, b))
+    out = {"ce_val_auc_labels": metrics.roc_auc(val["label"], val["score"])}
+    for table, col, key in (("ground_truth", "relevant", "ce_val_auc_truth"), ("human_labels", "label", "ce_val_auc_human")):
+        if tables.exists(spark, cfg, table):
+            ref = tables.read_table(spark, cfg, table).select("item_id", "keyphrase_id", col).toPandas()
+            m = val.merge(ref.rename(columns={col: "_ref"}), on=["item_id", "keyphrase_id"]) if len(ref) else pd.DataFrame()
+            if len(m) and m["_ref"].nunique() == 2:
+                out[key] = metrics.roc_auc(m["_ref"], m["score"])
+    return out
+
+
+def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | None = None,
+                            output_dir: str | None = None) -> dict[str, Any]:
+    """Train ``recipe`` (default ``cross_encoder.recipe``), export with parity, log the run (recipe,
+    rows per source, class balance, losses, parity, validation AUCs) and register the pyfunc with
+    the candidate alias. Returns the run id, model name, version and figures."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from kpspark.crossencoder.estimator import CrossEncoderEstimator
+    from kpspark.crossencoder.onnx_scorer import OnnxPairScorer
+    from kpspark.crossencoder.recipes import recipe_pairs, with_texts
+    from kpspark.registry import models, tracking
+    from kpspark.registry.pyfunc import log_cross_encoder
+
+    ce = cfg.cross_encoder
+    recipe = recipe or ce.recipe
+    t0 = time.time()
+    pairs = recipe_pairs(spark, cfg, recipe, judge_model=ce.judge_model or None)
+    counts = {f"{r['source']}_{'pos' if r['label'] == 1 else 'neg'}": int(r["count"])
+              for r in pairs.groupBy("source", "label").count().collect()}
+    n = sum(counts.values())
+    pos = sum(v for k, v in counts.items() if k.endswith("_pos"))
+    if n == 0 or pos in (0, n):
+        raise ValueError(f"recipe {recipe!r} has no usable mix of labels: {counts or 'no rows'}")
+    data = with_texts(spark, cfg, pairs).orderBy(F.xxhash64("item_id", "keyphrase_id")).limit(ce.max_train_pairs)
+    out_dir = Path(output_dir or tempfile.mkdtemp(prefix=f"kpspark-ce-{recipe}-"))
+    est = CrossEncoderEstimator(outputDir=str(out_dir), init=ce.init, maxLength=ce.max_length, epochs=ce.epochs,
+                                learningRate=ce.lr, batchSize=ce.batch_size, evalSteps=ce.eval_steps,
+                                patience=ce.patience, softLabels=ce.soft_labels, seed=cfg.sample.seed)
+    name = model_name_for(cfg, recipe)
+    with tracking.start_run(cfg, f"train-cross-encoder-{recipe}", spark=spark,
+                            tables=["clicks", "search_relevance", "llm_labels", "human_labels", "items", "keyphrases"],
+                            tags={"kind": "cross_encoder", "recipe": recipe}) as run:
+        mlflow.log_params({"recipe": recipe, **{f"rows.{k}": v for k, v in counts.items()}})
+        mlflow.log_metric("ce_class_balance", pos / n)
+        model = est.fit(data)
+        summary = model.training_summary  # type: ignore[attr-defined]
+        export_dir = model.getOrDefault(model.modelUri)
+        _, val = est.split(data)
+        scorer = OnnxPairScorer(Path(export_dir) / "model.int8.onnx", export_dir, ce.max_length, threads=0)
+        figures = {"ce_train_loss": summary["train_loss"], "ce_eval_loss": summary["eval_loss"],
+                   "ce_train_rows": summary["train_rows"], "ce_validation_rows": summary["validation_rows"],
+                   **{f"ce_parity_{k}": v for k, v in summary["parity"].items()},
+                   **_validation_metrics(spark, cfg, val, scorer)}
+        mlflow.log_metrics({k: float(v) for k, v in figures.items()})
+        info = log_cross_encoder(export_dir, precision=ce.precision)
+        version = models.register(cfg, info.model_uri, name, alias=cfg.models.candidate_alias,
+                                  tags={"recipe": recipe, "run_id": run.info.run_id})
+    return {"recipe": recipe, "run_id": run.info.run_id, "model": name, "version": version,
+            "rows": counts, "seconds": round(time.time() - t0, 1), **figures}
+
+
+def run_score_pairs(cfg: Config, spark: "SparkSession", alias: str | None = None, pairs: "DataFrame | None" = None,
+                    recipe: str | None = None) -> dict[str, Any]:
+    """Score ``pairs`` (default: the ``pairs`` table) with ``models:/<cross_encoder>@<alias>`` and
+    MERGE the scores into ``pair_scores`` stamped with the model name and version."""
+    from pyspark.sql import functions as F
+
+    from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+    from kpspark.data import tables
+    from kpspark.registry import models, tracking
+
+    name = model_name_for(cfg, recipe or cfg.cross_encoder.recipe)
+    alias = alias or cfg.models.serving_alias
+    version = models.get_version(cfg, name, alias)
+    if version is None:
+        raise ValueError(f"{name}@{alias} is not set: train a model (jobs/train_cross_encoder.py) and promote it")
+    scorer = OnnxCrossEncoderModel(modelUri=f"models:/{name}/{version}", precision=cfg.cross_encoder.precision,
+                                   batchSize=cfg.batch.cross_encoder, trackingUri=tracking.tracking_uri(cfg))
+    src = pairs if pairs is not None else tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id")
+    items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
+    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
+    scored = scorer.transform(src.join(items, "item_id", "left").join(kps, "keyphrase_id", "left"))
+    rows = scored.select("item_id", "keyphrase_id", "score", F.lit(name).alias("model_name"),
+                         F.lit(str(version)).alias("model_version"), F.current_timestamp().alias("scored_at"))
+    rep = tables.upsert(spark, cfg, "pair_scores", rows)
+    return {"model": name, "version": version, "report": str(rep), "rows_in": rep.rows_in,
+            "rows_written": rep.rows_written, "rows_quarantined": rep.rows_quarantined}
