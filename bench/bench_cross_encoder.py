@@ -119,6 +119,7 @@ def main() -> int:
     ap.add_argument("--work", default=str(REPO / ".cache" / "bench-ce"))
     ap.add_argument("--size", default="medium", help="sample size (medium: 240k pairs)")
     ap.add_argument("--limit", type=int, default=240_000)
+    ap.add_argument("--prepare-only", action="store_true", help="only build the lakehouse and the model")
     ap.add_argument("--one", nargs=2, metavar=("CORES", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results" / "cross_encoder.json"))
     args = ap.parse_args()
@@ -129,6 +130,9 @@ def main() -> int:
         print("RESULT " + json.dumps(run_one(work, int(args.one[0]), args.one[1], info["model_uri"], args.limit)))
         return 0
     info = prepare(work, args.size)
+    if args.prepare_only:
+        print(json.dumps(info))
+        return 0
     cores = os.cpu_count() or 2
     runs = []
     for c, mode in [(cores, "ours_int8"), (cores, "ours_fp32"), (cores, "mlflow_spark_udf"), (1, "ours_int8")]:
