@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["generate", "generate_pandas", "resolve_size", "SIZES", "SampleSize"]
+__all__ = ["generate", "generate_pandas", "item_attributes", "resolve_size", "to_tables", "SIZES", "SampleSize"]
 
 _WIDE_ITEMS = ("item_id long, title string, category string, seller_id long, price double, updated_at timestamp, "
                "ptype string, brand string, color string, spec string, model string, popularity double")
@@ -99,5 +99,3 @@ def item_attributes(spark: "SparkSession", size: str | int = "small", seed: int 
 
     return _chunks(spark, s).mapInPandas(gen, _WIDE_ITEMS)
 
-
-_ = to_tables  # re-exported for pandas users

@@ -3,8 +3,6 @@ registry round trip, Spark scoring and bad input. Quality checks are relative (O
 int8 vs fp32, our Transformer vs mlflow's spark_udf), never fixed scores."""
 from __future__ import annotations
 
-import dataclasses
-
 import mlflow
 import numpy as np
 import pandas as pd
@@ -142,4 +140,3 @@ def test_recipes_mix_sources_and_clicks_win(spark, trained):
     assert (cs.loc[cs.source == "click", "label"] == 1).all() and (cs.loc[cs.source == "search", "label"] == 0).all()
     with pytest.raises(ValueError, match="recipe must be one of"):
         recipes.recipe_pairs(spark, cfg, "clicks")
-    _ = dataclasses
