@@ -70,16 +70,20 @@ def run_one(work: Path, cores: int, mode: str, model_uri: str, limit: int) -> di
     from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
     from kpspark.data import tables
     from kpspark.session import get_spark
+    from kpspark.sparkutil import ensure_parallelism
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     cfg = _cfg(work, cores)
     spark = get_spark(cfg)
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
     kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
-    pairs = tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id").limit(limit)
+    pairs = tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id")
+    if pairs.count() > limit:
+        pairs = pairs.limit(limit)
 
     def job(src, out):
-        df = src.join(items, "item_id").join(kps, "keyphrase_id")
+        # the same partitioning for every mode: one task per core (a small Delta table is one file)
+        df = ensure_parallelism(src.join(items, "item_id").join(kps, "keyphrase_id"))
         if mode == "mlflow_spark_udf":
             udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
             scored = df.withColumn("score", udf("keyphrase", "category", "title"))

@@ -28,7 +28,8 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from kpspark.errors import KPSparkError, SchemaError
+from kpspark.errors import KPSparkError
+from kpspark.sparkutil import check_input_cols, ensure_parallelism
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -55,7 +56,7 @@ def find_export_dir(root: str | os.PathLike[str]) -> Path:
         return root
     found = sorted(root.rglob(META_FILE))
     if not found:
-        raise KPSparkError(f"no {META_FILE} under {root}: not a kpspark cross-encoder export")
+        raise KPSparkError(f"no {META_FILE} under {root}: not a kpspark model export (cross-encoder, bi-encoder or index)")
     return found[0].parent
 
 
@@ -132,22 +133,24 @@ class OnnxCrossEncoderModel(Model, DefaultParamsReadable, DefaultParamsWritable)
                                   TypeConverters.toInt)
     threads: Param[int] = Param(Params._dummy(), "threads", "ONNX Runtime threads per Python worker",
                                 TypeConverters.toInt)
+    minPartitions: Param[int] = Param(Params._dummy(), "minPartitions", "repartition inputs with fewer partitions "
+                                      "(0 = default parallelism, -1 = never)", TypeConverters.toInt)
     trackingUri: Param[str] = Param(Params._dummy(), "trackingUri", "MLflow tracking/registry URI for executors "
                                     "('' = MLFLOW_TRACKING_URI)", TypeConverters.toString)
 
     @keyword_only
     def __init__(self, *, keyphraseCol: str = "keyphrase", categoryCol: str = "category", titleCol: str = "title",
                  outputCol: str = "score", modelUri: str = "", precision: str = "int8", batchSize: int = 16,
-                 threads: int = 1, trackingUri: str = "") -> None:
+                 threads: int = 1, trackingUri: str = "", minPartitions: int = 0) -> None:
         super().__init__()
         self._setDefault(keyphraseCol="keyphrase", categoryCol="category", titleCol="title", outputCol="score",
-                         modelUri="", precision="int8", batchSize=16, threads=1, trackingUri="")
+                         modelUri="", precision="int8", batchSize=16, threads=1, trackingUri="", minPartitions=0)
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, keyphraseCol: str = "keyphrase", categoryCol: str = "category", titleCol: str = "title",
                   outputCol: str = "score", modelUri: str = "", precision: str = "int8", batchSize: int = 16,
-                  threads: int = 1, trackingUri: str = "") -> "OnnxCrossEncoderModel":
+                  threads: int = 1, trackingUri: str = "", minPartitions: int = 0) -> "OnnxCrossEncoderModel":
         """Set several params at once."""
         return self._set(**self._input_kwargs)
 
@@ -169,17 +172,9 @@ class OnnxCrossEncoderModel(Model, DefaultParamsReadable, DefaultParamsWritable)
 
     def resolvedModelUri(self) -> str:
         """``modelUri`` with a registry alias pinned to its current version."""
-        uri = self.getOrDefault(self.modelUri)
-        if uri.startswith("models:/") and "@" in uri:
-            import mlflow
+        from kpspark.registry.models import pin_alias
 
-            if self.getOrDefault(self.trackingUri):
-                mlflow.set_registry_uri(self.getOrDefault(self.trackingUri))
-            name, alias = uri[len("models:/"):].split("@", 1)
-            version = mlflow.MlflowClient(registry_uri=self.getOrDefault(self.trackingUri) or None) \
-                .get_model_version_by_alias(name, alias).version
-            return f"models:/{name}/{version}"
-        return uri
+        return pin_alias(self.getOrDefault(self.modelUri), self.getOrDefault(self.trackingUri))
 
     def _transform(self, dataset: "DataFrame") -> "DataFrame":
         from pyspark.sql import functions as F
@@ -188,21 +183,14 @@ class OnnxCrossEncoderModel(Model, DefaultParamsReadable, DefaultParamsWritable)
         g = self.getOrDefault
         if not g(self.modelUri):
             raise ValueError("OnnxCrossEncoderModel: modelUri is not set")
-        types = dict(dataset.dtypes)
-        for role, c in (("keyphrase", g(self.keyphraseCol)), ("title", g(self.titleCol)),
-                        ("category", g(self.categoryCol))):
-            if role == "category" and not c:
-                continue
-            if c not in types:
-                raise SchemaError(f"OnnxCrossEncoderModel: input lacks the {role} column {c!r}; found {dataset.columns}")
-            if types[c] != "string":
-                raise SchemaError(f"OnnxCrossEncoderModel: column {c!r} must be string, found {types[c]}")
-        if g(self.outputCol) in types:
-            raise SchemaError(f"OnnxCrossEncoderModel: output column {g(self.outputCol)!r} already exists")
+        check_input_cols("OnnxCrossEncoderModel", dataset,
+                         {"keyphrase": g(self.keyphraseCol), "title": g(self.titleCol), "category": g(self.categoryCol)},
+                         outputs=[g(self.outputCol)], optional=["category"])
         import mlflow
 
         tracking = g(self.trackingUri) or mlflow.get_tracking_uri()
         fn = make_score_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize))
         udf = pandas_udf(fn, "double")  # type: ignore[call-overload]
         cat = F.col(g(self.categoryCol)) if g(self.categoryCol) else F.lit(None).cast("string")
+        dataset = ensure_parallelism(dataset, g(self.minPartitions))
         return dataset.withColumn(g(self.outputCol), udf(F.col(g(self.keyphraseCol)), cat, F.col(g(self.titleCol))))

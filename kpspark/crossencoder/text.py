@@ -11,14 +11,14 @@ from typing import Iterable
 
 def second_segment(category: str | None, title: str | None) -> str:
     """``category [SEP] title`` (an empty category is dropped)."""
-    cat = (category or "").strip()
-    t = (title or "").strip()
+    cat = category.strip() if isinstance(category, str) else ""  # None / NaN (pandas missing) -> none
+    t = title.strip() if isinstance(title, str) else ""
     return f"{cat} [SEP] {t}" if cat else t
 
 
 def pair_texts(keyphrases: Iterable[str | None], categories: Iterable[str | None],
                titles: Iterable[str | None]) -> tuple[list[str], list[str]]:
     """(sentence A list, sentence B list)."""
-    a = [(k or "").strip() for k in keyphrases]
+    a = [k.strip() if isinstance(k, str) else "" for k in keyphrases]
     b = [second_segment(c, t) for c, t in zip(categories, titles)]
     return a, b

@@ -33,7 +33,7 @@ from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from kpspark.errors import SchemaError
+from kpspark.sparkutil import check_input_cols
 from kpspark.labeling.backends import BACKENDS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,17 +130,7 @@ class LLMJudge(Transformer, DefaultParamsReadable, DefaultParamsWritable):
 
         g = self.getOrDefault
         cols = {"title": g(self.titleCol), "category": g(self.categoryCol), "keyphrase": g(self.keyphraseCol)}
-        types = dict(dataset.dtypes)
-        for role, c in cols.items():
-            if role == "category" and not c:
-                continue
-            if c not in types:
-                raise SchemaError(f"LLMJudge: input lacks the {role} column {c!r}; found {dataset.columns}")
-            if types[c] != "string":
-                raise SchemaError(f"LLMJudge: column {c!r} must be string, found {types[c]}")
-        clash = [c for c in OUTPUT_COLS if c in types]
-        if clash:
-            raise SchemaError(f"LLMJudge: output column(s) {clash} already exist in the input")
+        check_input_cols("LLMJudge", dataset, cols, outputs=OUTPUT_COLS, optional=["category"])
         load_template(g(self.promptVersion), g(self.promptPath) or None)  # fail fast on a bad version
         out_schema = StructType(list(dataset.schema.fields) + [
             StructField("p_yes", DoubleType()), StructField("label", IntegerType()), StructField("raw", StringType()),

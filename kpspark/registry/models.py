@@ -76,3 +76,18 @@ def rollback(cfg: Config, name: str, alias: str = "champion") -> str:
         raise ValueError(f"{name} has no previous_{alias} to roll back to")
     set_alias(cfg, name, alias, prev)
     return prev
+
+
+def pin_alias(uri: str, registry_uri: str | None = None) -> str:
+    """``models:/name@alias`` -> ``models:/name/<version the alias points at now>``; other URIs unchanged.
+
+    Stages pin on the driver when ``transform`` is called, so every executor of one job loads the
+    same version even if the alias moves mid-job.
+    """
+    if not (uri.startswith("models:/") and "@" in uri):
+        return uri
+    import mlflow
+
+    name, alias = uri[len("models:/"):].split("@", 1)
+    version = mlflow.MlflowClient(registry_uri=registry_uri or None).get_model_version_by_alias(name, alias).version
+    return f"models:/{name}/{version}"
