@@ -54,7 +54,9 @@ def _rollback(cfg: Config, argv: Sequence[str]) -> dict[str, Any]:
 
 _WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "baseline": "run_baseline",
               "label-pairs": "run_label_pairs", "load-homedepot": "run_load_homedepot",
-              "train-cross-encoder": "run_train_cross_encoder", "score-pairs": "run_score_pairs"}
+              "train-cross-encoder": "run_train_cross_encoder", "score-pairs": "run_score_pairs",
+              "train-bi-encoder": "run_train_bi_encoder", "bi-encoder-ablation": "run_bi_encoder_ablation",
+              "embed": "run_embed", "recommend": "run_recommend"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

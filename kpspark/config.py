@@ -134,6 +134,47 @@ class CrossEncoderConfig:
 
 
 @dataclass(frozen=True)
+class BiEncoderConfig:
+    """Training/export/serving of the bi-encoder student (``jobs/train_bi_encoder.py``, ``jobs/embed.py``)."""
+
+    recipe: str = "click_search_distill"  # click | click_search | click_search_distill
+    init: str = "minilm6"  # minilm6 (all-MiniLM-L6-v2, the student) | minilm2 (its first 2 layers; fast)
+    weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "search": 1.0, "distill": 1.0})
+    dims: tuple[int, ...] = (384, 256, 128, 64)
+    dim: int = 128  # Matryoshka dim served (embeddings tables, retrieval)
+    max_length: int = 64
+    epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    sampler: str = "round_robin"  # round_robin | proportional
+    eval_steps: int = 50
+    patience: int = 3
+    max_pairs_per_task: int = 20_000
+    precision: str = "int8"  # int8 | fp32, for embedding
+    recall_k: tuple[int, ...] = (10, 50, 100)
+    relevant_score: float = 0.5  # CE score at or above which a pair counts as relevant in recall@k
+    teacher: str = ""  # model_name in pair_scores to distill from ('' = models.cross_encoder)
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """De-duplication, the sharded ANN index and the relevance filter (``jobs/recommend.py``)."""
+
+    k: int = 50  # ANN candidates per item
+    top_n: int = 20  # recommendations kept per item after the relevance filter
+    shard_by: str = "category"  # category | hash
+    num_hash_shards: int = 4
+    fallback: str = "all"  # items of categories unseen at index time: all (search every shard) | none
+    index_kind: str = "auto"  # auto (flat <= exact_max < hnsw <= 2M < ivf) | flat | hnsw | ivf
+    exact_max: int = 20_000
+    ef_search: int = 128
+    nprobe: int = 16
+    threshold: float = 0.5  # CE score kept (replaced by the calibrated threshold when one is registered)
+    plural: bool = True  # de-duplication: plural/singular variants share a group
+    word_order: bool = True  # de-duplication: word-order variants share a group
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; sections mirror the YAML files."""
 
@@ -146,6 +187,8 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
     cross_encoder: CrossEncoderConfig = field(default_factory=CrossEncoderConfig)
+    bi_encoder: BiEncoderConfig = field(default_factory=BiEncoderConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-serializable)."""
@@ -254,6 +297,12 @@ def _coerce(value: Any, default: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path} must be an integer, got {value!r}")
         return value
+    if isinstance(default, tuple):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        kind = type(default[0]) if default else None
+        if kind is int and any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+            raise ConfigError(f"{path} must be a list of integers, got {value!r}")
+        return tuple(items)
     if isinstance(default, str):
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{path} must be a string, got {value!r}")
@@ -265,6 +314,7 @@ _SECTION_TYPES: dict[str, type] = {
     "SparkConfig": SparkConfig, "LakehouseConfig": LakehouseConfig, "MlflowConfig": MlflowConfig,
     "ModelsConfig": ModelsConfig, "QualityConfig": QualityConfig, "SampleConfig": SampleConfig,
     "BatchConfig": BatchConfig, "LlmConfig": LlmConfig, "CrossEncoderConfig": CrossEncoderConfig,
+    "BiEncoderConfig": BiEncoderConfig, "RetrievalConfig": RetrievalConfig,
 }
 
 

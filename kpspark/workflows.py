@@ -130,14 +130,50 @@ def run_score_pairs(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     return score(cfg, spark)
 
 
+def run_train_bi_encoder(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Train ``bi_encoder.recipe`` (multi-task, Matryoshka), export with parity, evaluate recall@k per
+    dim, log, register as the candidate alias (the first version of a name also as the serving alias)."""
+    from kpspark.biencoder.workflow import run_train_bi_encoder as train
+
+    return train(cfg, spark)
+
+
+def run_bi_encoder_ablation(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Train click / click+search / click+search+distill and log the recall-per-dim table."""
+    from kpspark.biencoder.workflow import run_bi_encoder_ablation as ablation
+
+    out = ablation(cfg, spark)
+    return {"run_id": out["run_id"], "table": out["table"],
+            "versions": {r["recipe"]: r["version"] for r in out["results"]}}
+
+
+def run_embed(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Embed items and keyphrases with ``models:/<bi_encoder>@<serving alias>`` into the embeddings tables."""
+    from kpspark.biencoder.workflow import run_embed as embed
+
+    return embed(cfg, spark)
+
+
+def run_recommend(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Full batch: de-duplicate keyphrases, build the sharded index, run embed -> retrieve -> score ->
+    filter over every item and overwrite ``recommendations`` (prints a few items)."""
+    from kpspark.retrieval.workflow import run_recommend as recommend
+
+    return recommend(cfg, spark, show=3)
+
+
 def run_demo(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     """The end-to-end demo on the sample marketplace: generate the lakehouse, register the Jaccard
     baseline, label a sample of pairs with the LLM teacher (the CPU SmolLM2 by default) and report
-    its agreement, train + export + register the cross-encoder, and score the candidate pairs with
-    it. Later stages join as they land. Returns what each step did."""
+    its agreement, train + export + register the cross-encoder, score the candidate pairs with it,
+    train the multi-task bi-encoder student on clicks + search + the cross-encoder's scores, embed
+    items and keyphrases, and recommend keyphrases per item (de-duplicate, ANN, CE filter). Returns what each step did."""
     out: dict[str, Any] = {"sample": run_generate_sample(cfg, spark)}
     out["baseline"] = run_baseline(cfg, spark)
     out["labels"] = run_label_pairs(cfg, spark)
     out["cross_encoder"] = run_train_cross_encoder(cfg, spark)
     out["scores"] = run_score_pairs(cfg, spark)
+    out["bi_encoder"] = run_train_bi_encoder(cfg, spark)
+    out["embeddings"] = run_embed(cfg, spark)
+    out["recommendations"] = run_recommend(cfg, spark)
     return out

@@ -50,3 +50,40 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     """Every test gets its own sqlite MLflow store unless it configures one itself."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("KPSPARK_JARS_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def pipeline(spark, tmp_path_factory):
+    """The whole demo pipeline, run once per test session on the tiny sample marketplace with
+    test-sized training (the real CPU teacher, the bert-tiny cross-encoder, the 2-layer student).
+    Yields (cfg, run_demo's result, tmp folder); modules that inspect its models use its MLflow store."""
+    import dataclasses
+
+    from kpspark import workflows
+    from kpspark.config import load_config
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    cfg = load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+        f"lakehouse.root={tmp / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+        f"mlflow.artifact_root={tmp / 'mlartifacts'}", "sample.size=tiny"])
+    cfg = dataclasses.replace(
+        cfg, llm=dataclasses.replace(cfg.llm, sample_size=24, chunk_pairs=12),
+        cross_encoder=dataclasses.replace(cfg.cross_encoder, epochs=8.0, batch_size=32, eval_steps=20, patience=4),
+        # the 2-layer student keeps the suite short; `make demo` trains MiniLM-L6
+        bi_encoder=dataclasses.replace(cfg.bi_encoder, init="minilm2", dims=(384, 128, 64), dim=64,
+                                       max_pairs_per_task=400, epochs=2.0, lr=1e-4, eval_steps=10,
+                                       recall_k=(10, 50)),
+        retrieval=dataclasses.replace(cfg.retrieval, k=20, top_n=10))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+    out = workflows.run_demo(cfg, spark)
+    mp.undo()
+    return cfg, out, tmp
+
+
+def use_store(monkeypatch, tmp) -> None:
+    """Point MLflow (env and client) at a fixture's sqlite store."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")

@@ -1,20 +1,22 @@
 from __future__ import annotations
 
-import dataclasses
-
 import mlflow
+import pytest
 
 from kpspark import workflows
 from kpspark.data import tables
 from kpspark.registry import models
+from tests.conftest import use_store
 
 
-def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cpu_teacher(spark, cfg):
-    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, sample_size=24, chunk_pairs=12),
-                              cross_encoder=dataclasses.replace(cfg.cross_encoder, epochs=8.0,
-                                                                batch_size=32, eval_steps=20))
+@pytest.fixture(autouse=True)
+def _store(pipeline, monkeypatch):
+    use_store(monkeypatch, pipeline[2])
+
+
+def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cpu_teacher(spark, pipeline):
+    cfg, out, _ = pipeline
     assert cfg.llm.backend == "transformers" and cfg.llm.model == "smollm2"  # the real teacher, not fake
-    out = workflows.run_demo(cfg, spark)
     for name in workflows.SAMPLE_TABLES:
         rep = out["sample"]["tables"][name]
         assert rep["rows_in"] == rep["rows_written"] + rep["rows_quarantined"], name
@@ -46,3 +48,22 @@ def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cp
     scores = out["scores"]
     assert scores["rows_in"] == scores["rows_written"] + scores["rows_quarantined"]
     assert tables.read_table(spark, cfg, "pair_scores").count() == scores["rows_written"] > 0
+
+    be = out["bi_encoder"]
+    assert be["recipe"] == "click_search_distill" and set(be["rows"]) == {"click", "search", "distill"}
+    assert be["be_parity_int8_mean_cosine"] >= 0.99
+    emb = out["embeddings"]
+    assert emb["items_written"] == tables.read_table(spark, cfg, "items").count()
+
+    rec = out["recommendations"]
+    got = tables.read_table(spark, cfg, "recommendations")
+    assert got.count() == rec["recommendations"] > 0
+    assert 0 < rec["items_with_recommendations"] <= rec["items_in"]
+    rows = got.toPandas()
+    assert (rows["ce_score"] >= cfg.retrieval.threshold).all() and (rows["rank"] <= cfg.retrieval.top_n).all()
+    assert not rows.duplicated(["item_id", "keyphrase_id"]).any()
+    assert set(rows["ce_version"]) == {f"{cfg.models.cross_encoder}/{ce['version']}"}
+    assert set(rows["retriever_version"]) == {f"{cfg.models.bi_encoder}/{be['version']}"}
+    # only canonical keyphrases are recommended (de-duplication happened before indexing)
+    canon = tables.read_table(spark, cfg, "keyphrase_map").where("keyphrase_id = canonical_id").toPandas()
+    assert set(rows["keyphrase_id"]) <= set(canon["keyphrase_id"])

@@ -91,7 +91,7 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
         version = models.register(cfg, info.model_uri, name, alias=cfg.models.candidate_alias,
                                   tags={"recipe": recipe, "run_id": run.info.run_id})
     return {"recipe": recipe, "run_id": run.info.run_id, "model": name, "version": version,
-            "rows": counts, "seconds": round(time.time() - t0, 1), **figures}
+            "rows": counts, "output_dir": str(out_dir), "seconds": round(time.time() - t0, 1), **figures}
 
 
 def run_score_pairs(cfg: Config, spark: "SparkSession", alias: str | None = None, pairs: "DataFrame | None" = None,

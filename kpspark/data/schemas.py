@@ -132,6 +132,28 @@ RECOMMENDATIONS = TableSchema(
        ("run_id", StringType(), True), ("created_at", TimestampType(), True)),
     keys=("item_id", "keyphrase_id"), required=("item_id", "keyphrase_id"),
 )
+ITEM_EMBEDDINGS = TableSchema(
+    "item_embeddings",
+    _s(("item_id", LongType(), False), ("category", StringType(), True),
+       ("embedding", ArrayType(FloatType(), containsNull=False), True), ("dim", IntegerType(), False),
+       ("model_name", StringType(), False), ("model_version", StringType(), False),
+       ("embedded_at", TimestampType(), True)),
+    keys=("item_id",), required=("item_id",),
+)
+KEYPHRASE_EMBEDDINGS = TableSchema(
+    "keyphrase_embeddings",
+    _s(("keyphrase_id", LongType(), False), ("category", StringType(), True),
+       ("embedding", ArrayType(FloatType(), containsNull=False), True), ("dim", IntegerType(), False),
+       ("model_name", StringType(), False), ("model_version", StringType(), False),
+       ("embedded_at", TimestampType(), True)),
+    keys=("keyphrase_id",), required=("keyphrase_id",),
+)
+KEYPHRASE_MAP = TableSchema(
+    "keyphrase_map",
+    _s(("keyphrase_id", LongType(), False), ("canonical_id", LongType(), False), ("key", StringType(), False),
+       ("text", StringType(), True), ("group_size", IntegerType(), True)),
+    keys=("keyphrase_id",), required=("keyphrase_id", "canonical_id", "key"),
+)
 QUARANTINE = TableSchema(
     "quarantine",
     _s(("source_table", StringType(), False), ("reason", StringType(), False), ("record", StringType(), True),
@@ -140,7 +162,7 @@ QUARANTINE = TableSchema(
 
 SCHEMAS: dict[str, TableSchema] = {s.name: s for s in (
     ITEMS, KEYPHRASES, CLICKS, SEARCH_RELEVANCE, HUMAN_LABELS, GROUND_TRUTH, PAIRS, LLM_LABELS, PAIR_SCORES,
-    RECOMMENDATIONS, QUARANTINE,
+    RECOMMENDATIONS, QUARANTINE, ITEM_EMBEDDINGS, KEYPHRASE_EMBEDDINGS, KEYPHRASE_MAP,
 )}
 
 # Embedding arrays (used by the bi-encoder stages); kept here so column types are defined once.

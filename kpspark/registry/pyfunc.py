@@ -99,3 +99,62 @@ def log_cross_encoder(export_dir: str, artifact_path: str = "model", precision: 
                             artifacts={"export": export_dir}, signature=signature, input_example=example,
                             model_config={"precision": precision},
                             pip_requirements=["onnxruntime", "tokenizers", "pandas<3", "numpy"])
+
+
+def bi_encoder_pyfunc_class() -> type:
+    """The pyfunc class of an exported bi-encoder (ONNX + tokenizer + max length + Matryoshka dims)."""
+    base = _python_model_base()
+
+    class BiEncoderPyfunc(base):  # type: ignore[misc, valid-type]
+        """Input column ``text`` (and optional ``category``: the text is then an item title and is
+        embedded as ``title [SEP] category``); output: a float32 array (rows, dim), each row
+        L2-normalized and truncated to the ``dim`` param (0 = full). Blank texts give a NaN row."""
+
+        def load_context(self, context: Any) -> None:
+            import json
+
+            from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
+            from kpspark.crossencoder.export import META_FILE
+            from kpspark.crossencoder.scorer import find_export_dir
+
+            d = find_export_dir(context.artifacts["export"])
+            meta = json.loads((d / META_FILE).read_text())
+            precision = (context.model_config or {}).get("precision", "int8")
+            self.embedder = OnnxTextEmbedder(d / meta["files"][precision], d, int(meta["max_length"]), threads=0)
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+            from kpspark.biencoder.text import item_texts
+
+            if "text" not in model_input.columns:
+                raise ValueError(f"bi-encoder input lacks column 'text'; found {list(model_input.columns)}")
+            dim = int((params or {}).get("dim", 0) or 0)
+            text = model_input["text"]
+            cat = model_input["category"] if "category" in model_input else None
+            import numpy as np
+
+            ok = (text.fillna("").astype(str).str.strip().str.len() > 0).to_numpy()
+            width = min(dim, self.embedder.dimension) if dim else self.embedder.dimension
+            out = np.full((len(text), width), np.nan, dtype="float32")
+            if ok.any():
+                out[ok] = self.embedder.embed(item_texts(text[ok], None if cat is None else cat[ok]), dim or None)
+            return out
+
+    return BiEncoderPyfunc
+
+
+def log_bi_encoder(export_dir: str, artifact_path: str = "model", precision: str = "int8") -> Any:
+    """Log a bi-encoder export folder as a pyfunc (signature with a ``dim`` param, input example)."""
+    pyfunc = require("mlflow.pyfunc", "mlflow")
+    from mlflow.models import ModelSignature
+    import numpy as np
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    example = pd.DataFrame({"text": ["OtterBox Defender Case for iPhone 11 Red"], "category": ["Cell Phones"]})
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "text"), ColSpec("string", "category", required=False)]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1), "embedding")]),
+        params=ParamSchema([ParamSpec("dim", "long", 0)]))
+    return pyfunc.log_model(name=artifact_path, python_model=bi_encoder_pyfunc_class()(),  # type: ignore[attr-defined]
+                            artifacts={"export": export_dir}, signature=signature, input_example=example,
+                            model_config={"precision": precision},
+                            pip_requirements=["onnxruntime", "tokenizers", "pandas<3", "numpy"])

@@ -8,41 +8,30 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kpspark.config import load_config
 from kpspark.crossencoder import recipes
 from kpspark.crossencoder.export import ParityError, check_parity
 from kpspark.crossencoder.scorer import OnnxCrossEncoderModel, load_scorer
-from kpspark.crossencoder.text import pair_texts
-from kpspark.crossencoder.workflow import run_score_pairs, run_train_cross_encoder
+from kpspark.crossencoder.workflow import run_score_pairs
 from kpspark.data import tables
 from kpspark.errors import SchemaError
 from kpspark.registry import models
-from tests.conftest import REPO
+from tests.conftest import use_store
 
 
 @pytest.fixture(scope="module")
-def trained(spark, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ce")
-    cfg = load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
-        f"lakehouse.root={tmp / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
-        f"mlflow.artifact_root={tmp / 'art'}", "sample.size=200", "cross_encoder.recipe=search",
-        "cross_encoder.epochs=8", "cross_encoder.batch_size=32",
-        "cross_encoder.eval_steps=20", "cross_encoder.patience=4"])
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-    from kpspark.workflows import run_generate_sample
+def trained(pipeline):
+    """The cross-encoder the session's demo pipeline trained (recipe click_search, bert-tiny)."""
+    from pathlib import Path
 
-    run_generate_sample(cfg, spark)
-    result = run_train_cross_encoder(cfg, spark, output_dir=str(tmp / "train"))
-    yield cfg, result, tmp
-    mp.undo()
+    cfg, out, _ = pipeline
+    res = out["cross_encoder"]
+    return cfg, res, Path(res["output_dir"])
 
 
 @pytest.fixture(autouse=True)
-def _isolated_mlflow(trained, monkeypatch):
-    """This module shares one trained model, so its tests share its MLflow store."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained[2] / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{trained[2] / 'mlflow.db'}")
+def _isolated_mlflow(pipeline, monkeypatch):
+    """This module shares the session's trained model, so its tests share its MLflow store."""
+    use_store(monkeypatch, pipeline[2])
 
 
 def test_training_learns_and_the_run_is_logged(trained):
@@ -51,7 +40,8 @@ def test_training_learns_and_the_run_is_logged(trained):
     # better than chance on held-out items, against its own labels and against ground truth
     assert res["ce_val_auc_labels"] > 0.55 and res["ce_val_auc_truth"] > 0.55
     run = mlflow.get_run(res["run_id"])
-    assert run.data.params["recipe"] == "search" and int(run.data.params["rows.search_pos"]) > 0
+    assert run.data.params["recipe"] == "click_search"
+    assert int(run.data.params["rows.click_pos"]) > 0 and int(run.data.params["rows.search_neg"]) > 0
     assert 0 < run.data.metrics["ce_class_balance"] < 1
     assert models.get_version(cfg, res["model"], "challenger") == res["version"]
 
@@ -66,7 +56,7 @@ def test_parity_failure_fails_the_export(trained):
     _, _, tmp = trained
     a, b = ["red iphone", "drill"], ["Phones [SEP] Apple iPhone Red", "Tools [SEP] DeWalt drill"]
     with pytest.raises(ParityError, match="atol"):
-        check_parity(tmp / "train" / "model", tmp / "train" / "export", a, b, 64, atol=0.0)
+        check_parity(tmp / "model", tmp / "export", a, b, 64, atol=0.0)
 
 
 def test_registry_transformer_and_spark_udf_give_the_same_scores(spark, trained):
@@ -123,7 +113,7 @@ def test_score_pairs_writes_pair_scores_with_accounting(spark, trained):
     pairs = tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id").limit(50).unionByName(extra)
     out = run_score_pairs(cfg, spark, pairs=pairs)
     assert out["rows_in"] == 51 and out["rows_written"] == 50 and out["rows_quarantined"] == 1
-    ps = tables.read_table(spark, cfg, "pair_scores").toPandas()
+    ps = tables.read_table(spark, cfg, "pair_scores").join(pairs, ["item_id", "keyphrase_id"]).toPandas()
     assert len(ps) == 50 and ps["model_version"].eq(res["version"]).all() and ps["score"].between(0, 1).all()
 
 

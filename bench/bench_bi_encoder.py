@@ -1,0 +1,183 @@
+"""Benchmark: bi-encoder (MiniLM-L6) item embedding in Spark local mode, Delta -> Delta, texts/s per core.
+
+Same run, same texts, same MiniLM-L6 weights (the packaged all-MiniLM-L6-v2, the student's
+starting point: throughput does not depend on fine-tuning):
+
+* ``ours_int8`` / ``ours_fp32``: :class:`TextEmbedder` on the registered ONNX export (length-sorted
+  micro-batches, one single-threaded ONNX Runtime session per Python worker), Matryoshka dim 128;
+* ``mlflow_st_spark_udf``: the baseline, ``mlflow.pyfunc.spark_udf`` on the same weights logged with
+  MLflow's ``sentence_transformers`` flavor;
+* ``ours_int8`` on 1 core vs 2 cores (scaling).
+
+Also records the export's parity (int8 vs fp32 cosine on real titles and keyphrases). Each
+configuration runs in its own process after a warm-up. Writes ``bench/results/bi_encoder.json``.
+Run: ``.venv/bin/python bench/bench_bi_encoder.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _cfg(work: Path, cores: int, extra=()):
+    from kpspark.config import load_config
+
+    return load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+        f"lakehouse.root={work / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+        f"mlflow.artifact_root={work / 'art'}", f"spark.master=local[{cores}]",
+        f"spark.conf.spark.sql.shuffle.partitions={cores * 2}", "spark.conf.spark.driver.memory=6g",
+        f"spark.jars_dir={REPO / '.cache' / 'jars'}", *extra])
+
+
+def prepare(work: Path, size: str) -> dict:
+    """Sample lakehouse + the MiniLM-L6 export (parity-checked) registered as a pyfunc, and the same
+    weights logged with MLflow's sentence_transformers flavor (once per work folder)."""
+    import mlflow
+    import pyarrow.dataset as ds
+    from sentence_transformers import SentenceTransformer
+
+    from kpspark.biencoder.export import export_with_parity
+    from kpspark.biencoder.text import item_texts
+    from kpspark.crossencoder.train import minilm_dir
+    from kpspark.registry import models, tracking
+    from kpspark.registry.pyfunc import log_bi_encoder
+    from kpspark.session import get_spark
+    from kpspark.workflows import run_generate_sample
+
+    marker = work / "prepared.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    cfg = _cfg(work, os.cpu_count() or 2, [f"sample.size={size}"])
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    spark = get_spark(cfg)
+    run_generate_sample(cfg, spark)
+    spark.stop()
+    items = ds.dataset(str(work / "lakehouse" / "items")).to_table().to_pandas().head(500)
+    kps = ds.dataset(str(work / "lakehouse" / "keyphrases")).to_table().to_pandas().head(500)
+    texts = item_texts(items["title"], items["category"]) + kps["text"].tolist()
+    export_dir, parity = export_with_parity(minilm_dir(), work / "export", texts, 64, (384, 256, 128, 64))
+    with tracking.start_run(cfg, "bench-bi-encoder-models") as run:
+        ours = log_bi_encoder(str(export_dir))
+        base = SentenceTransformer(str(minilm_dir()), device="cpu")
+        base.max_seq_length = 64
+        st = mlflow.sentence_transformers.log_model(base, name="st_model",  # type: ignore[attr-defined]
+                                                    pip_requirements=["sentence-transformers", "torch"])
+    v = models.register(cfg, ours.model_uri, cfg.models.bi_encoder, alias="champion")
+    info = {"model_uri": f"models:/{cfg.models.bi_encoder}/{v}", "st_uri": st.model_uri, "run_id": run.info.run_id,
+            "parity": parity.__dict__}
+    marker.write_text(json.dumps(info))
+    return info
+
+
+def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
+    """One configuration in this process: warm-up, then the timed Delta -> Delta embedding job."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from kpspark.biencoder.embedder import TextEmbedder
+    from kpspark.data import tables
+    from kpspark.session import get_spark
+    from kpspark.sparkutil import ensure_parallelism
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    cfg = _cfg(work, cores)
+    spark = get_spark(cfg)
+    items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
+    if items.count() > limit:
+        items = items.orderBy(F.xxhash64("item_id")).limit(limit)
+
+    def job(src, out):
+        df = ensure_parallelism(src)  # the same partitioning for every mode: one task per core
+        if mode == "mlflow_st_spark_udf":
+            udf = mlflow.pyfunc.spark_udf(spark, info["st_uri"], result_type="array<float>", env_manager="local")
+            text = F.concat_ws(" [SEP] ", "title", "category")
+            emb = df.withColumn("embedding", udf(text))
+        else:
+            emb = TextEmbedder(inputCol="title", categoryCol="category", modelUri=info["model_uri"], dim=128,
+                               precision="fp32" if mode == "ours_fp32" else "int8").transform(df)
+        emb.select("item_id", "embedding").write.format("delta").mode("overwrite").save(str(out))
+
+    job(items.limit(200), work / f"warm_{mode}_{cores}")  # loads the model in every worker
+    n = items.count()
+    t0 = time.perf_counter()
+    job(items, work / f"out_{mode}_{cores}")
+    wall = time.perf_counter() - t0
+    written = spark.read.format("delta").load(str(work / f"out_{mode}_{cores}")).count()
+    spark.stop()
+    return {"mode": mode, "cores": cores, "texts": n, "written": written, "seconds": round(wall, 2),
+            "texts_per_s": round(n / wall, 1), "texts_per_s_per_core": round(n / wall / cores, 1)}
+
+
+def mean_tokens(work: Path, info: dict, n: int = 2000) -> float:
+    import pyarrow.dataset as ds
+
+    from kpspark.biencoder.embedder import load_embedder
+    from kpspark.biencoder.text import item_texts
+
+    items = ds.dataset(str(work / "lakehouse" / "items")).to_table().to_pandas().head(n)
+    emb = load_embedder(info["model_uri"], "int8", f"sqlite:///{work / 'mlflow.db'}")
+    encs = emb.tokenizer.encode_batch(item_texts(items["title"], items["category"]))
+    return float(sum(len(e.ids) for e in encs) / len(encs))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=str(REPO / ".cache" / "bench-be"))
+    ap.add_argument("--size", default="small", help="sample size to generate (items are the texts)")
+    ap.add_argument("--limit", type=int, default=12_000, help="item texts embedded per run")
+    ap.add_argument("--prepare-only", action="store_true")
+    ap.add_argument("--one", nargs=2, metavar=("CORES", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(HERE / "results" / "bi_encoder.json"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.one:
+        info = json.loads((work / "prepared.json").read_text())
+        print("RESULT " + json.dumps(run_one(work, int(args.one[0]), args.one[1], info, args.limit)))
+        return 0
+    info = prepare(work, args.size)
+    if args.prepare_only:
+        print(json.dumps(info, indent=2))
+        return 0
+    cores = os.cpu_count() or 2
+    runs = []
+    for c, mode in [(cores, "ours_int8"), (cores, "ours_fp32"), (cores, "mlflow_st_spark_udf"), (1, "ours_int8")]:
+        proc = subprocess.run([sys.executable, __file__, "--work", str(work), "--limit", str(args.limit),
+                               "--one", str(c), mode], capture_output=True, text=True, check=False)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            raise RuntimeError(f"{mode} on {c} cores failed:\n{proc.stderr[-3000:]}")
+        runs.append(json.loads(line[0][len("RESULT "):]))
+        print(runs[-1], flush=True)
+    by = {(r["mode"], r["cores"]): r for r in runs}
+    int8 = by[("ours_int8", cores)]
+    machine = HERE / "results" / "machine.json"
+    result = {
+        "benchmark": "bi_encoder_embedding", "machine": {"cores": cores, "platform": platform.platform(),
+                                                         **(json.loads(machine.read_text()) if machine.exists() else {})},
+        "pipeline": "Delta items -> TextEmbedder (title [SEP] category, dim 128) -> Delta",
+        "model": "all-MiniLM-L6-v2 (6 layers, hidden 384), max_length 64",
+        "parity": info["parity"], "mean_tokens_per_text": round(mean_tokens(work, info), 1), "runs": runs,
+        "int8_texts_per_s_per_core": int8["texts_per_s_per_core"],
+        "fp32_texts_per_s_per_core": by[("ours_fp32", cores)]["texts_per_s_per_core"],
+        "ratio_int8_to_mlflow_st_spark_udf": round(int8["texts_per_s"] / by[("mlflow_st_spark_udf", cores)]["texts_per_s"], 2),
+        "scaling_2_cores_vs_1": round(int8["texts_per_s"] / by[("ours_int8", 1)]["texts_per_s"], 2),
+        "targets": {"int8_texts_per_s_per_core": 250, "int8_vs_fp32_mean_cosine": 0.99},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

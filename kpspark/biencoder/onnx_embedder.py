@@ -1,0 +1,95 @@
+"""Pure-Python ONNX Runtime text embedder (the bi-encoder export: pooled, L2-normalized output).
+
+Fast Rust tokenizer, texts sorted by token length and embedded in small micro-batches padded only
+to the longest text of the batch, one single-threaded session per Python worker by default.
+Matryoshka: ``embed(texts, dim)`` keeps the first ``dim`` components and re-normalizes them.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from kpspark.errors import KPSparkError, require
+
+
+def truncate_normalize(emb: np.ndarray, dim: int | None) -> np.ndarray:
+    """First ``dim`` components, L2-normalized (the Matryoshka prefix)."""
+    if dim and dim < emb.shape[1]:
+        emb = emb[:, :dim]
+    norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    return (emb / np.maximum(norm, 1e-12)).astype("float32")
+
+
+class OnnxTextEmbedder:
+    """``embed(texts, dim=None)`` -> float32 array (n, dim), rows L2-normalized."""
+
+    def __init__(self, onnx_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], max_length: int = 64,
+                 threads: int = 1, batch_size: int = 32) -> None:
+        ort = require("onnxruntime", "onnx")
+        tokenizers = require("tokenizers", "onnx")
+        tok_file = Path(tokenizer_dir) / "tokenizer.json"
+        if not tok_file.exists():
+            raise KPSparkError(f"{tok_file} not found: the model folder has no fast tokenizer")
+        self.tokenizer = tokenizers.Tokenizer.from_file(str(tok_file))  # type: ignore[attr-defined]
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_length)
+        so = ort.SessionOptions()  # type: ignore[attr-defined]
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # type: ignore[attr-defined]
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # type: ignore[attr-defined]
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
+        except Exception as e:
+            raise KPSparkError(f"cannot load ONNX model {onnx_path}: {e}") from e
+        names = {i.name for i in self.session.get_inputs()}
+        need = {"input_ids", "attention_mask", "token_type_ids"}
+        if not need <= names:
+            raise KPSparkError(f"ONNX model {onnx_path} inputs {sorted(names)} do not match the tokenizer's {sorted(need)}")
+        out = self.session.get_outputs()[0]
+        self.dimension = int(out.shape[-1]) if isinstance(out.shape[-1], int) else int(
+            self.session.run(None, self._feed([[101, 102]]))[0].shape[1])
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    @staticmethod
+    def _feed(id_lists: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        width = max(len(x) for x in id_lists)
+        ids = np.zeros((len(id_lists), width), dtype="int64")
+        mask = np.zeros_like(ids)
+        for r, x in enumerate(id_lists):
+            ids[r, :len(x)] = x
+            mask[r, :len(x)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+    def embed(self, texts: Sequence[str], dim: int | None = None) -> np.ndarray:
+        """Embeddings in input order, truncated to ``dim`` (None = full) and L2-normalized."""
+        n = len(texts)
+        out = np.empty((n, self.dimension), dtype="float32")
+        if n == 0:
+            return out[:, :dim] if dim else out
+        encs = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        order = np.argsort([len(x) for x in encs], kind="stable")
+        for s in range(0, n, self.batch_size):
+            idx = order[s:s + self.batch_size]
+            out[idx] = self.session.run(None, self._feed([encs[i] for i in idx]))[0]
+        return truncate_normalize(out, dim)
+
+
+_CACHE: dict[str, OnnxTextEmbedder] = {}
+_LOCK = threading.Lock()
+
+
+def get_cached_embedder(onnx_path: str, tokenizer_dir: str, max_length: int, threads: int,
+                        batch_size: int) -> OnnxTextEmbedder:
+    """One embedder per Python worker process and model file."""
+    key = f"{onnx_path}|{tokenizer_dir}|{max_length}|{threads}|{batch_size}"
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = OnnxTextEmbedder(onnx_path, tokenizer_dir, max_length, threads, batch_size)
+        return _CACHE[key]

@@ -1,0 +1,249 @@
+"""``KeyphraseRetriever`` (Estimator) -> ``KeyphraseRetrieverModel``: per-item top-k keyphrases by ANN.
+
+Fit builds one faiss index per shard *on the executors* (``applyInPandas`` per shard, files under
+``indexDir``, which must be storage every executor reads on a cluster) and writes the manifest.
+Transform routes each item to its shard(s), searches them in ``mapInPandas`` with batched queries
+(one loaded shard per Python worker), and merges the per-shard candidates into the top ``k`` with
+DataFrame code. Output: the input item columns (without the embedding) plus ``keyphrase_id``,
+``keyphrase``, ``retriever_score`` (cosine) and ``retriever_rank`` (1 = best).
+
+Defined behaviour: items with a null embedding get no candidates; a shard with fewer than ``k``
+keyphrases returns what it has; an item whose category has no shard searches every shard when
+``fallback='all'`` and gets no candidates with ``fallback='none'``; with ``shardBy='hash'`` every
+item searches every shard.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from kpspark.errors import SchemaError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
+
+SHARD_BY = ("category", "hash")
+FALLBACKS = ("all", "none")
+NO_CATEGORY = "__no_category__"
+
+
+class _RetrieverParams(Params):
+    indexDir: Param[str] = Param(Params._dummy(), "indexDir", "folder (or models:/ / runs:/ URI) of the index",
+                                 TypeConverters.toString)
+    shardBy: Param[str] = Param(Params._dummy(), "shardBy", "category or hash", TypeConverters.toString)
+    numHashShards: Param[int] = Param(Params._dummy(), "numHashShards", "shards when shardBy=hash",
+                                      TypeConverters.toInt)
+    k: Param[int] = Param(Params._dummy(), "k", "candidates per item", TypeConverters.toInt)
+    fallback: Param[str] = Param(Params._dummy(), "fallback", "items of unseen categories: all or none",
+                                 TypeConverters.toString)
+    embeddingCol: Param[str] = Param(Params._dummy(), "embeddingCol", "embedding column", TypeConverters.toString)
+    categoryCol: Param[str] = Param(Params._dummy(), "categoryCol", "category column", TypeConverters.toString)
+    idCol: Param[str] = Param(Params._dummy(), "idCol", "id column (item_id / keyphrase_id)", TypeConverters.toString)
+    textCol: Param[str] = Param(Params._dummy(), "textCol", "keyphrase text column (fit input)",
+                                TypeConverters.toString)
+    indexKind: Param[str] = Param(Params._dummy(), "indexKind", "auto, flat, hnsw or ivf", TypeConverters.toString)
+    exactMax: Param[int] = Param(Params._dummy(), "exactMax", "shards up to this size use exact search",
+                                 TypeConverters.toInt)
+    efSearch: Param[int] = Param(Params._dummy(), "efSearch", "HNSW search breadth", TypeConverters.toInt)
+    nprobe: Param[int] = Param(Params._dummy(), "nprobe", "IVF lists probed", TypeConverters.toInt)
+    trackingUri: Param[str] = Param(Params._dummy(), "trackingUri", "MLflow URI for registry index URIs",
+                                    TypeConverters.toString)
+
+    _defaults: dict[str, Any] = dict(indexDir="", shardBy="category", numHashShards=4, k=100, fallback="all",
+                                     embeddingCol="embedding", categoryCol="category", idCol="item_id",
+                                     textCol="text", indexKind="auto", exactMax=20_000, efSearch=128, nprobe=16,
+                                     trackingUri="")
+
+    def _check(self) -> None:
+        g = self.getOrDefault
+        if g(self.shardBy) not in SHARD_BY:
+            raise ValueError(f"shardBy must be one of {list(SHARD_BY)}, got {g(self.shardBy)!r}")
+        if g(self.fallback) not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {list(FALLBACKS)}, got {g(self.fallback)!r}")
+        if g(self.k) < 1:
+            raise ValueError(f"k must be >= 1, got {g(self.k)}")
+
+    def index_params(self) -> Any:
+        """The :class:`~kpspark.retrieval.index.IndexParams` of these params."""
+        from kpspark.retrieval.index import IndexParams
+
+        g = self.getOrDefault
+        return IndexParams(kind=g(self.indexKind), exact_max=g(self.exactMax), ef_search=g(self.efSearch),
+                           ivf_nprobe=g(self.nprobe))
+
+
+def _shard_key(df: "DataFrame", shard_by: str, category_col: str, id_col: str, buckets: int) -> Any:
+    from pyspark.sql import functions as F
+
+    if shard_by == "hash":
+        return F.concat(F.lit("hash-"), F.pmod(F.xxhash64(F.col(id_col)), F.lit(buckets)).cast("string"))
+    if category_col not in df.columns:
+        return F.lit(NO_CATEGORY)
+    return F.coalesce(F.col(category_col), F.lit(NO_CATEGORY))
+
+
+class KeyphraseRetriever(Estimator, _RetrieverParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Build the sharded keyphrase index (see the module doc). Fit input: ``keyphrase_id``, text,
+    category, embedding (``idCol`` defaults to ``item_id`` for the model; the fit uses ``keyphrase_id``)."""
+
+    @keyword_only
+    def __init__(self, *, indexDir: str = "", shardBy: str = "category", numHashShards: int = 4, k: int = 100,
+                 fallback: str = "all", embeddingCol: str = "embedding", categoryCol: str = "category",
+                 idCol: str = "item_id", textCol: str = "text", indexKind: str = "auto", exactMax: int = 20_000,
+                 efSearch: int = 128, nprobe: int = 16, trackingUri: str = "") -> None:
+        super().__init__()
+        self._setDefault(**self._defaults)
+        self._set(**self._input_kwargs)
+
+    def _fit(self, dataset: "DataFrame") -> "KeyphraseRetrieverModel":
+        from dataclasses import asdict
+
+        from pyspark.sql import functions as F
+
+        from kpspark.retrieval.index import write_manifest
+
+        self._check()
+        g = self.getOrDefault
+        if not g(self.indexDir) or "://" in g(self.indexDir) and not g(self.indexDir).startswith("file://"):
+            raise ValueError("KeyphraseRetriever: indexDir must be a folder (log it to MLflow afterwards)")
+        need = ["keyphrase_id", g(self.textCol), g(self.embeddingCol)]
+        missing = [c for c in need if c not in dataset.columns]
+        if missing:
+            raise SchemaError(f"KeyphraseRetriever: input lacks {missing}; found {dataset.columns}")
+        out_dir = g(self.indexDir).removeprefix("file://")
+        params = asdict(self.index_params())
+        src = dataset.where(F.col(g(self.embeddingCol)).isNotNull()).select(
+            _shard_key(dataset, g(self.shardBy), g(self.categoryCol), "keyphrase_id", g(self.numHashShards))
+            .alias("shard"), F.col("keyphrase_id").cast("long").alias("keyphrase_id"),
+            F.col(g(self.textCol)).alias("keyphrase"), F.col(g(self.embeddingCol)).alias("embedding"))
+
+        def build(pdf: pd.DataFrame) -> pd.DataFrame:
+            from kpspark.retrieval.index import IndexParams, write_shard
+
+            emb = np.stack(pdf["embedding"].to_numpy()).astype("float32")
+            entry = write_shard(out_dir, str(pdf["shard"].iat[0]), pdf["keyphrase_id"].to_numpy(),
+                                pdf["keyphrase"].tolist(), emb, IndexParams(**params))
+            return pd.DataFrame([entry])
+
+        rows = src.groupBy("shard").applyInPandas(build, "key string, sid string, n long, kind string, dim int") \
+            .collect()
+        if not rows:
+            raise ValueError("KeyphraseRetriever: no keyphrase with an embedding to index")
+        write_manifest(out_dir, [r.asDict() for r in rows], g(self.shardBy), self.index_params())
+        model = KeyphraseRetrieverModel()
+        self._copyValues(model)
+        return model._set(indexDir=out_dir)  # type: ignore[no-any-return]
+
+
+def make_search_fn(index_dir: str, k: int, ef_search: int, nprobe: int) -> Any:
+    """The ``mapInPandas`` body: rows (item_id, sid, embedding) -> (item_id, keyphrase_id, keyphrase, score)."""
+
+    def search(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from kpspark.retrieval.index import get_shard
+
+        for pdf in batches:
+            outs = []
+            for sid, part in pdf.groupby("sid", sort=False):
+                shard = get_shard(index_dir, str(sid), ef_search, nprobe)
+                q = np.stack(part["embedding"].to_numpy()).astype("float32")
+                scores, rows = shard.search(q, k)
+                item = np.repeat(part["item_id"].to_numpy(), rows.shape[1])
+                flat_rows, flat_scores = rows.reshape(-1), scores.reshape(-1)
+                ok = flat_rows >= 0
+                r = flat_rows[ok]
+                outs.append(pd.DataFrame({"item_id": item[ok], "keyphrase_id": shard.ids[r],
+                                          "keyphrase": shard.texts[r], "retriever_score": flat_scores[ok]}))
+            yield pd.concat(outs, ignore_index=True) if outs else pd.DataFrame(
+                {"item_id": pd.Series(dtype="int64"), "keyphrase_id": pd.Series(dtype="int64"),
+                 "keyphrase": pd.Series(dtype=object), "retriever_score": pd.Series(dtype="float32")})
+
+    return search
+
+
+class KeyphraseRetrieverModel(Model, _RetrieverParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Per-item top-k keyphrases from the sharded index (see the module doc)."""
+
+    @keyword_only
+    def __init__(self, *, indexDir: str = "", shardBy: str = "category", numHashShards: int = 4, k: int = 100,
+                 fallback: str = "all", embeddingCol: str = "embedding", categoryCol: str = "category",
+                 idCol: str = "item_id", textCol: str = "text", indexKind: str = "auto", exactMax: int = 20_000,
+                 efSearch: int = 128, nprobe: int = 16, trackingUri: str = "") -> None:
+        super().__init__()
+        self._setDefault(**self._defaults)
+        self._set(**self._input_kwargs)
+
+    def setK(self, value: int) -> "KeyphraseRetrieverModel":
+        """Set the number of candidates per item."""
+        return self._set(k=value)
+
+    def local_index_dir(self) -> str:
+        """The index folder on this machine (a registry/run URI is downloaded once per process)."""
+        from kpspark.crossencoder.scorer import local_model_dir
+
+        return str(local_model_dir(self.getOrDefault(self.indexDir), self.getOrDefault(self.trackingUri) or None))
+
+    def manifest(self) -> dict[str, Any]:
+        """The index manifest (read on the driver: shard keys and sizes only)."""
+        from kpspark.retrieval.index import read_manifest
+
+        return read_manifest(self.local_index_dir())
+
+    def _transform(self, dataset: "DataFrame") -> "DataFrame":
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        from kpspark.registry.models import pin_alias
+        from kpspark.sparkutil import ensure_parallelism
+
+        self._check()
+        g = self.getOrDefault
+        if not g(self.indexDir):
+            raise ValueError("KeyphraseRetrieverModel: indexDir is not set")
+        emb_col, id_col = g(self.embeddingCol), g(self.idCol)
+        for c in (emb_col, id_col):
+            if c not in dataset.columns:
+                raise SchemaError(f"KeyphraseRetrieverModel: input lacks column {c!r}; found {dataset.columns}")
+        if not dict(dataset.dtypes)[emb_col].startswith("array"):
+            raise SchemaError(f"KeyphraseRetrieverModel: {emb_col!r} must be an array of floats")
+        manifest = self.manifest()
+        index_uri = pin_alias(g(self.indexDir), g(self.trackingUri))
+        index_dir = index_uri if "://" not in index_uri and not index_uri.startswith(("models:", "runs:")) \
+            else self.local_index_dir()
+        spark = dataset.sparkSession
+        shards = spark.createDataFrame([(s["key"], s["sid"]) for s in manifest["shards"]], "shard string, sid string")
+        items = dataset.where(F.col(emb_col).isNotNull()).select(
+            F.col(id_col).cast("long").alias("item_id"), F.col(emb_col).alias("embedding"),
+            _shard_key(dataset, "category", g(self.categoryCol), id_col, 1).alias("shard"))
+        if manifest["shard_by"] == "hash":
+            routed = items.crossJoin(F.broadcast(shards.select("sid")))
+        else:
+            known = items.join(F.broadcast(shards), "shard", "inner").select("item_id", "embedding", "sid")
+            routed = known
+            if g(self.fallback) == "all":
+                unseen = items.join(F.broadcast(shards), "shard", "left_anti").crossJoin(
+                    F.broadcast(shards.select("sid")))
+                routed = known.unionByName(unseen.select("item_id", "embedding", "sid"))
+        routed = ensure_parallelism(routed.select("item_id", "sid", "embedding"))
+        fn = make_search_fn(index_dir, g(self.k), g(self.efSearch), g(self.nprobe))
+        cands = routed.mapInPandas(fn, "item_id long, keyphrase_id long, keyphrase string, retriever_score float")
+        w = Window.partitionBy("item_id").orderBy(F.desc("retriever_score"), F.asc("keyphrase_id"))
+        top = (cands.dropDuplicates(["item_id", "keyphrase_id"])
+               .withColumn("retriever_rank", F.row_number().over(w)).where(F.col("retriever_rank") <= g(self.k)))
+        rest = dataset.drop(emb_col).withColumnRenamed(id_col, "item_id") if id_col != "item_id" else \
+            dataset.drop(emb_col)
+        clash = [c for c in ("keyphrase_id", "keyphrase", "retriever_score", "retriever_rank") if c in rest.columns]
+        if clash:
+            raise SchemaError(f"KeyphraseRetrieverModel: output column(s) {clash} already exist in the input")
+        return rest.join(top, "item_id", "inner")
+
+
+def manifest_json(model: KeyphraseRetrieverModel) -> str:
+    """The manifest as JSON text (for logging)."""
+    return json.dumps(model.manifest(), indent=2)

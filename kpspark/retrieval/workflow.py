@@ -1,0 +1,163 @@
+"""Recommendation workflow: de-duplicate keyphrases, build the sharded index from the canonical
+keyphrases' embeddings (logged to MLflow so executors load it from the artifact store), and run the
+``embed -> retrieve -> score -> filter`` pipeline over the items into ``recommendations``."""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+from kpspark.config import Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+
+def build_recommendation_pipeline(cfg: Config, index_uri: str, be_uri: str | None = None,
+                                  ce_uri: str | None = None, threshold: float | None = None) -> "PipelineModel":
+    """A ``PipelineModel`` (TextEmbedder -> KeyphraseRetrieverModel -> OnnxCrossEncoderModel ->
+    RelevanceFilter) over an items DataFrame (``item_id, title, category``). Model URIs default to
+    the serving alias of the configured names, pinned to their current versions."""
+    from pyspark.ml import PipelineModel
+
+    from kpspark.biencoder.embedder import TextEmbedder
+    from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+    from kpspark.registry import models, tracking
+    from kpspark.registry.models import pin_alias
+    from kpspark.retrieval.filter import RelevanceFilter
+    from kpspark.retrieval.retriever import KeyphraseRetrieverModel
+
+    r = cfg.retrieval
+    tracking_uri = tracking.tracking_uri(cfg)
+    be_uri = pin_alias(be_uri or models.model_uri(cfg.models.bi_encoder, cfg.models.serving_alias), tracking_uri)
+    ce_uri = pin_alias(ce_uri or models.model_uri(cfg.models.cross_encoder, cfg.models.serving_alias), tracking_uri)
+    stages = [
+        TextEmbedder(inputCol="title", categoryCol="category", outputCol="item_embedding", modelUri=be_uri,
+                     precision=cfg.bi_encoder.precision, dim=cfg.bi_encoder.dim, batchSize=cfg.batch.embedder,
+                     trackingUri=tracking_uri),
+        KeyphraseRetrieverModel(indexDir=index_uri, embeddingCol="item_embedding", idCol="item_id", k=r.k,
+                                fallback=r.fallback, efSearch=r.ef_search, nprobe=r.nprobe,
+                                trackingUri=tracking_uri),
+        OnnxCrossEncoderModel(keyphraseCol="keyphrase", categoryCol="category", titleCol="title",
+                              outputCol="ce_score", modelUri=ce_uri, precision=cfg.cross_encoder.precision,
+                              batchSize=cfg.batch.cross_encoder, trackingUri=tracking_uri),
+        RelevanceFilter(inputCol="ce_score", threshold=r.threshold if threshold is None else threshold),
+    ]
+    return PipelineModel(stages=stages)
+
+
+def index_input(spark: "SparkSession", cfg: Config) -> "DataFrame":
+    """Canonical keyphrases (one per de-duplication group) with text, category and embedding."""
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+
+    canon = tables.read_table(spark, cfg, "keyphrase_map").where(F.col("keyphrase_id") == F.col("canonical_id")) \
+        .select("keyphrase_id")
+    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", "text")
+    emb = tables.read_table(spark, cfg, "keyphrase_embeddings").select("keyphrase_id", "category", "embedding")
+    return canon.join(kps, "keyphrase_id").join(emb, "keyphrase_id")
+
+
+def run_build_index(cfg: Config, spark: "SparkSession", index_dir: str | None = None) -> dict[str, Any]:
+    """De-duplicate, fit the retriever on the canonical keyphrases, log the index to MLflow."""
+    import mlflow
+
+    from kpspark.registry import tracking
+    from kpspark.retrieval.dedupe import run_dedupe
+    from kpspark.retrieval.normalize import NormalizeOptions
+    from kpspark.retrieval.retriever import KeyphraseRetriever
+
+    r = cfg.retrieval
+    dedupe = run_dedupe(cfg, spark, NormalizeOptions(plural=r.plural, word_order=r.word_order))
+    out = index_dir or tempfile.mkdtemp(prefix="kpspark-index-")
+    retriever = KeyphraseRetriever(indexDir=out, shardBy=r.shard_by, numHashShards=r.num_hash_shards, k=r.k,
+                                   fallback=r.fallback, idCol="keyphrase_id", indexKind=r.index_kind,
+                                   exactMax=r.exact_max, efSearch=r.ef_search, nprobe=r.nprobe)
+    t0 = time.time()
+    model = retriever.fit(index_input(spark, cfg))
+    manifest = model.manifest()
+    with tracking.start_run(cfg, "build-keyphrase-index", spark=spark,
+                            tables=["keyphrases", "keyphrase_embeddings", "keyphrase_map"],
+                            tags={"kind": "keyphrase_index"}) as run:
+        mlflow.log_params({"shard_by": r.shard_by, "index_kind": r.index_kind, "k": r.k})
+        mlflow.log_metrics({"index_shards": len(manifest["shards"]),
+                            "index_keyphrases": sum(s["n"] for s in manifest["shards"]),
+                            "dedupe_duplicates_removed": dedupe["duplicates_removed"],
+                            "dedupe_quarantined": dedupe["quarantined"], "index_build_s": time.time() - t0})
+        mlflow.log_artifacts(out, "index")
+    return {"index_uri": f"runs:/{run.info.run_id}/index", "run_id": run.info.run_id, "dedupe": dedupe,
+            "shards": len(manifest["shards"]), "kinds": sorted({s["kind"] for s in manifest["shards"]}),
+            "indexed": sum(s["n"] for s in manifest["shards"])}
+
+
+def run_recommend(cfg: Config, spark: "SparkSession", items: "DataFrame | None" = None,
+                  index_uri: str | None = None, threshold: float | None = None,
+                  show: int = 0) -> dict[str, Any]:
+    """Full batch: build the index (unless ``index_uri`` is given), run the pipeline over ``items``
+    (default: the whole ``items`` table), keep the ``top_n`` per item by CE score and atomically
+    overwrite ``recommendations``. ``show`` prints that many items with their keyphrases."""
+    import mlflow
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+    from kpspark.registry import models, tracking
+
+    built = None
+    if index_uri is None:
+        built = run_build_index(cfg, spark)
+        index_uri = built["index_uri"]
+    pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold)
+    be_v = models.get_version(cfg, cfg.models.bi_encoder, cfg.models.serving_alias)
+    ce_v = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
+    src = items if items is not None else tables.read_table(spark, cfg, "items")
+    src = src.select("item_id", "title", "category")
+    t0 = time.time()
+    with tracking.start_run(cfg, "recommend", spark=spark, tables=["items", "keyphrases"],
+                            tags={"kind": "recommend"}) as run:
+        scored = pipe.transform(src)
+        w = Window.partitionBy("item_id").orderBy(F.desc("ce_score"), F.asc("retriever_rank"))
+        recs = (scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= cfg.retrieval.top_n)
+                .select("item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score", "rank",
+                        F.lit(f"{cfg.models.bi_encoder}/{be_v}").alias("retriever_version"),
+                        F.lit(f"{cfg.models.cross_encoder}/{ce_v}").alias("ce_version"),
+                        F.lit(run.info.run_id).alias("run_id"), F.current_timestamp().alias("created_at")))
+        rep = tables.write_table(spark, cfg, "recommendations", recs, mode="overwrite")
+        out = tables.read_table(spark, cfg, "recommendations")
+        n_items = src.count()
+        with_recs = out.select("item_id").distinct().count()
+        figures = {"items_in": n_items, "items_with_recommendations": with_recs,
+                   "recommendations": rep.rows_written, "seconds": round(time.time() - t0, 1)}
+        mlflow.log_metrics({f"recommend_{k}": float(v) for k, v in figures.items()})
+    result = {"run_id": run.info.run_id, "index_uri": index_uri, "report": str(rep), **figures}
+    if built:
+        result["index"] = {k: v for k, v in built.items() if k != "index_uri"}
+    if show:
+        result["examples"] = examples(spark, cfg, show)
+        for ex in result["examples"]:
+            print(f"\n{ex['title']}  [{ex['category']}]")
+            for kp, s in ex["keyphrases"]:
+                print(f"    {s:.3f}  {kp}")
+    return result
+
+
+def examples(spark: "SparkSession", cfg: Config, n: int = 5, per_item: int = 8) -> list[dict[str, Any]]:
+    """A few items with their top recommended keyphrases (for the demo and the README)."""
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+
+    recs = tables.read_table(spark, cfg, "recommendations")
+    ids = [r.item_id for r in recs.select("item_id").distinct().orderBy(F.xxhash64("item_id")).limit(n).collect()]
+    items = {r.item_id: r for r in tables.read_table(spark, cfg, "items").where(F.col("item_id").isin(ids)).collect()}
+    rows = recs.where(F.col("item_id").isin(ids) & (F.col("rank") <= per_item)).orderBy("item_id", "rank").collect()
+    out = []
+    for i in ids:
+        out.append({"item_id": i, "title": items[i].title, "category": items[i].category,
+                    "keyphrases": [(r.keyphrase, round(float(r.ce_score), 3)) for r in rows if r.item_id == i]})
+    return out
