@@ -169,7 +169,9 @@ class RetrievalConfig:
     exact_max: int = 20_000
     ef_search: int = 128
     nprobe: int = 16
-    threshold: float = 0.5  # CE score kept (replaced by the calibrated threshold when one is registered)
+    threshold: float = 0.5  # CE score kept when calibrate is false (or no click has a CE score)
+    calibrate: bool = True  # threshold = the CE score that keeps click_retention of the clicked pairs
+    click_retention: float = 0.95
     plural: bool = True  # de-duplication: plural/singular variants share a group
     word_order: bool = True  # de-duplication: word-order variants share a group
 

@@ -60,7 +60,10 @@ def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cp
     assert got.count() == rec["recommendations"] > 0
     assert 0 < rec["items_with_recommendations"] <= rec["items_in"]
     rows = got.toPandas()
-    assert (rows["ce_score"] >= cfg.retrieval.threshold).all() and (rows["rank"] <= cfg.retrieval.top_n).all()
+    # the filter's threshold is the CE score that keeps 95% of the clicked pairs
+    cal = rec["calibration"]
+    assert cal["calibrated"] and cal["positives"] > 0 and rec["threshold"] == cal["threshold"]
+    assert (rows["ce_score"] >= rec["threshold"]).all() and (rows["rank"] <= cfg.retrieval.top_n).all()
     assert not rows.duplicated(["item_id", "keyphrase_id"]).any()
     assert set(rows["ce_version"]) == {f"{cfg.models.cross_encoder}/{ce['version']}"}
     assert set(rows["retriever_version"]) == {f"{cfg.models.bi_encoder}/{be['version']}"}

@@ -95,6 +95,36 @@ def run_build_index(cfg: Config, spark: "SparkSession", index_dir: str | None = 
             "indexed": sum(s["n"] for s in manifest["shards"])}
 
 
+def run_calibrate(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """The CE score threshold that keeps ``retrieval.click_retention`` of the clicked pairs (their
+    scores from ``pair_scores`` by the serving cross-encoder); logged to MLflow. Falls back to
+    ``retrieval.threshold`` when no clicked pair has a score."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+    from kpspark.evaluation.calibration import ThresholdCalibrator
+    from kpspark.registry import models, tracking
+
+    r = cfg.retrieval
+    version = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
+    clicks = tables.read_table(spark, cfg, "clicks").where(F.col("clicks") > 0).select("item_id", "keyphrase_id") \
+        .distinct()
+    scores = tables.read_table(spark, cfg, "pair_scores").where(
+        (F.col("model_name") == cfg.models.cross_encoder) & (F.col("model_version") == str(version)))
+    pos = clicks.join(scores, ["item_id", "keyphrase_id"]).select(F.col("score").alias("ce_score"))
+    n = pos.count()
+    if n == 0:
+        logger.warning("no clicked pair has a CE score: using retrieval.threshold=%s", r.threshold)
+        return {"threshold": r.threshold, "positives": 0, "calibrated": False}
+    model = ThresholdCalibrator(scoreCol="ce_score", targetRetention=r.click_retention).fit(pos)
+    with tracking.start_run(cfg, "calibrate-threshold", spark=spark, tables=["clicks", "pair_scores"],
+                            tags={"kind": "calibration"}) as run:
+        mlflow.log_params({"click_retention": r.click_retention, "ce_version": version})
+        mlflow.log_metrics({"threshold": model.getThreshold(), "click_positives": n})
+    return {"threshold": model.getThreshold(), "positives": n, "calibrated": True, "run_id": run.info.run_id}
+
+
 def run_recommend(cfg: Config, spark: "SparkSession", items: "DataFrame | None" = None,
                   index_uri: str | None = None, threshold: float | None = None,
                   show: int = 0) -> dict[str, Any]:
@@ -109,6 +139,10 @@ def run_recommend(cfg: Config, spark: "SparkSession", items: "DataFrame | None" 
     from kpspark.registry import models, tracking
 
     built = None
+    calibration = None
+    if threshold is None and cfg.retrieval.calibrate:
+        calibration = run_calibrate(cfg, spark)
+        threshold = calibration["threshold"]
     if index_uri is None:
         built = run_build_index(cfg, spark)
         index_uri = built["index_uri"]
@@ -134,7 +168,10 @@ def run_recommend(cfg: Config, spark: "SparkSession", items: "DataFrame | None" 
         figures = {"items_in": n_items, "items_with_recommendations": with_recs,
                    "recommendations": rep.rows_written, "seconds": round(time.time() - t0, 1)}
         mlflow.log_metrics({f"recommend_{k}": float(v) for k, v in figures.items()})
-    result = {"run_id": run.info.run_id, "index_uri": index_uri, "report": str(rep), **figures}
+    result = {"run_id": run.info.run_id, "index_uri": index_uri, "report": str(rep),
+              "threshold": cfg.retrieval.threshold if threshold is None else threshold, **figures}
+    if calibration:
+        result["calibration"] = calibration
     if built:
         result["index"] = {k: v for k, v in built.items() if k != "index_uri"}
     if show:
