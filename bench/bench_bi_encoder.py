@@ -132,7 +132,7 @@ def mean_tokens(work: Path, info: dict, n: int = 2000) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=str(REPO / ".cache" / "bench-be"))
-    ap.add_argument("--size", default="small", help="sample size to generate (items are the texts)")
+    ap.add_argument("--size", default="medium", help="sample size to generate (items are the texts)")
     ap.add_argument("--limit", type=int, default=12_000, help="item texts embedded per run")
     ap.add_argument("--prepare-only", action="store_true")
     ap.add_argument("--one", nargs=2, metavar=("CORES", "MODE"), help=argparse.SUPPRESS)

@@ -93,7 +93,7 @@ def main() -> int:
     ap.add_argument("--export", default=str(REPO / ".cache" / "bench-be" / "export"),
                     help="bi-encoder export folder (bench/bench_bi_encoder.py --prepare-only makes it)")
     ap.add_argument("--nprobe", default="16,32,64,128")
-    ap.add_argument("--ef", default="128,256,512")
+    ap.add_argument("--ef", default="128,256")
     ap.add_argument("--out", default=str(HERE / "results" / "retrieval.json"))
     args = ap.parse_args()
     work = Path(args.work)
@@ -134,7 +134,7 @@ def main() -> int:
         print(runs[-1], flush=True)
 
     hnsw = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = 80
+    hnsw.hnsw.efConstruction = 40
     t0 = time.perf_counter()
     hnsw.add(x)
     t_build = time.perf_counter() - t0

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from kpspark.errors import KPSparkError, require
 
 
 def truncate_normalize(emb: np.ndarray, dim: int | None) -> np.ndarray:
@@ -29,28 +27,10 @@ class OnnxTextEmbedder:
 
     def __init__(self, onnx_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], max_length: int = 64,
                  threads: int = 1, batch_size: int = 32) -> None:
-        ort = require("onnxruntime", "onnx")
-        tokenizers = require("tokenizers", "onnx")
-        tok_file = Path(tokenizer_dir) / "tokenizer.json"
-        if not tok_file.exists():
-            raise KPSparkError(f"{tok_file} not found: the model folder has no fast tokenizer")
-        self.tokenizer = tokenizers.Tokenizer.from_file(str(tok_file))  # type: ignore[attr-defined]
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=max_length)
-        so = ort.SessionOptions()  # type: ignore[attr-defined]
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # type: ignore[attr-defined]
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # type: ignore[attr-defined]
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
-        except Exception as e:
-            raise KPSparkError(f"cannot load ONNX model {onnx_path}: {e}") from e
-        names = {i.name for i in self.session.get_inputs()}
-        need = {"input_ids", "attention_mask", "token_type_ids"}
-        if not need <= names:
-            raise KPSparkError(f"ONNX model {onnx_path} inputs {sorted(names)} do not match the tokenizer's {sorted(need)}")
+        from kpspark.onnxutil import load_session, load_tokenizer
+
+        self.tokenizer = load_tokenizer(tokenizer_dir, max_length)
+        self.session = load_session(onnx_path, threads)
         out = self.session.get_outputs()[0]
         self.dimension = int(out.shape[-1]) if isinstance(out.shape[-1], int) else int(
             self.session.run(None, self._feed([[101, 102]]))[0].shape[1])

@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from kpspark.errors import KPSparkError, require
 
 logger = logging.getLogger(__name__)
 
@@ -25,29 +23,10 @@ class OnnxPairScorer:
 
     def __init__(self, onnx_path: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], max_length: int = 64,
                  threads: int = 1, batch_size: int = 16) -> None:
-        ort = require("onnxruntime", "onnx")
-        tokenizers = require("tokenizers", "onnx")
-        tok_file = Path(tokenizer_dir) / "tokenizer.json"
-        if not tok_file.exists():
-            raise KPSparkError(f"{tok_file} not found: the model folder has no fast tokenizer")
-        self.tokenizer = tokenizers.Tokenizer.from_file(str(tok_file))  # type: ignore[attr-defined]
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=max_length, strategy="only_second")
-        so = ort.SessionOptions()  # type: ignore[attr-defined]
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # type: ignore[attr-defined]
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # type: ignore[attr-defined]
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
-        except Exception as e:
-            raise KPSparkError(f"cannot load ONNX model {onnx_path}: {e}") from e
-        names = {i.name for i in self.session.get_inputs()}
-        need = {"input_ids", "attention_mask", "token_type_ids"}
-        if not need <= names:
-            raise KPSparkError(f"ONNX model {onnx_path} inputs {sorted(names)} do not match the tokenizer's "
-                               f"{sorted(need)}")
+        from kpspark.onnxutil import load_session, load_tokenizer
+
+        self.tokenizer = load_tokenizer(tokenizer_dir, max_length, strategy="only_second")
+        self.session = load_session(onnx_path, threads)
         vocab = self.tokenizer.get_vocab_size()
         self.max_length = max_length
         self.batch_size = batch_size

@@ -68,6 +68,8 @@ def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
         return find_export_dir(model_uri[len("file://"):])
     with _DL_LOCK:
         if model_uri not in _DL_CACHE:
+            # one download per executor process: no progress bars in the task logs
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             import mlflow
 
             if tracking_uri:

@@ -1,0 +1,45 @@
+"""ONNX Runtime session and fast-tokenizer loading shared by the cross-encoder scorer and the
+bi-encoder embedder (one place for threading, optimization level and the input-name check)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from kpspark.errors import KPSparkError, require
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def load_tokenizer(tokenizer_dir: str | os.PathLike[str], max_length: int, strategy: str = "longest_first") -> Any:
+    """The Rust tokenizer of a model folder, no padding, truncation at ``max_length`` (``strategy``
+    ``only_second`` keeps sentence A whole)."""
+    tokenizers = require("tokenizers", "onnx")
+    tok_file = Path(tokenizer_dir) / "tokenizer.json"
+    if not tok_file.exists():
+        raise KPSparkError(f"{tok_file} not found: the model folder has no fast tokenizer")
+    tok = tokenizers.Tokenizer.from_file(str(tok_file))  # type: ignore[attr-defined]
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length, strategy=strategy)
+    return tok
+
+
+def load_session(onnx_path: str | os.PathLike[str], threads: int = 1) -> Any:
+    """An ORT CPU session (``threads`` intra-op threads, 0 = ORT's default) whose inputs are the
+    tokenizer's (ids, mask, type ids); a clear error for a missing/corrupt file or other inputs."""
+    ort = require("onnxruntime", "onnx")
+    so = ort.SessionOptions()  # type: ignore[attr-defined]
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # type: ignore[attr-defined]
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # type: ignore[attr-defined]
+    try:
+        session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
+    except Exception as e:
+        raise KPSparkError(f"cannot load ONNX model {onnx_path}: {e}") from e
+    names = {i.name for i in session.get_inputs()}
+    if not set(INPUTS) <= names:
+        raise KPSparkError(f"ONNX model {onnx_path} inputs {sorted(names)} do not match the tokenizer's "
+                           f"{sorted(INPUTS)}")
+    return session
