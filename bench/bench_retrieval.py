@@ -21,6 +21,7 @@ import os
 import time
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,19 +62,25 @@ def embed_all(texts: list[str], export: Path, cache: Path, dim: int, procs: int)
     return truncate_normalize(full, dim), time.perf_counter() - t0
 
 
-def texts_for(n_items: int, n_kps: int, seed: int = 42) -> tuple[list[str], list[str]]:
-    """Item texts and keyphrase texts from the sample generator."""
-    from kpspark.biencoder.text import item_texts
+def frames_for(n_items: int, n_kps: int, seed: int = 42) -> tuple[Any, Any]:
+    """(items with title/category, unique keyphrases with text/category) from the sample generator."""
     from kpspark.sample.marketplace import items_chunk, keyphrase_universe, resolve_size
 
     models = 1
     kp = keyphrase_universe(models, seed)
-    while len(kp) < n_kps:
+    while len(kp) < n_kps:  # the universe has some repeated texts: fewer unique ones than rows
         models = max(models + 1, int(models * n_kps / max(len(kp), 1) * 1.05))
         kp = keyphrase_universe(models, seed)
-    kps = kp["text"].drop_duplicates().head(n_kps).tolist()
-    items = items_chunk(seed, resolve_size(n_items), 0, n_items)
-    return item_texts(items["title"], items["category"]), kps
+    kps = kp.drop_duplicates("text").head(n_kps).reset_index(drop=True)
+    return items_chunk(seed, resolve_size(n_items), 0, n_items), kps
+
+
+def texts_for(n_items: int, n_kps: int, seed: int = 42) -> tuple[list[str], list[str]]:
+    """Item texts (title [SEP] category) and keyphrase texts from the sample generator."""
+    from kpspark.biencoder.text import item_texts
+
+    items, kps = frames_for(n_items, n_kps, seed)
+    return item_texts(items["title"], items["category"]), kps["text"].tolist()
 
 
 def recall(truth: np.ndarray, got: np.ndarray) -> float:

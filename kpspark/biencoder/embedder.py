@@ -23,7 +23,7 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from kpspark.crossencoder.scorer import _to_precision, local_model_dir
+from kpspark.crossencoder.scorer import OnnxStageParams, local_model_dir
 from kpspark.errors import KPSparkError
 from kpspark.sparkutil import check_input_cols, ensure_parallelism
 
@@ -70,7 +70,7 @@ def make_embed_fn(model_uri: str, precision: str, tracking_uri: str | None, thre
     return embed
 
 
-class TextEmbedder(Model, DefaultParamsReadable, DefaultParamsWritable):
+class TextEmbedder(Model, OnnxStageParams, DefaultParamsReadable, DefaultParamsWritable):
     """Embed a text column (or title + category) with an exported bi-encoder (see the module doc)."""
 
     inputCol: Param[str] = Param(Params._dummy(), "inputCol", "text column (keyphrase, or item title)",
@@ -78,18 +78,7 @@ class TextEmbedder(Model, DefaultParamsReadable, DefaultParamsWritable):
     categoryCol: Param[str] = Param(Params._dummy(), "categoryCol", "item category column ('' = plain text)",
                                     TypeConverters.toString)
     outputCol: Param[str] = Param(Params._dummy(), "outputCol", "embedding column", TypeConverters.toString)
-    modelUri: Param[str] = Param(Params._dummy(), "modelUri", "models:/name@alias, runs:/..., or an export folder",
-                                 TypeConverters.toString)
-    precision: Param[str] = Param(Params._dummy(), "precision", "int8 or fp32", _to_precision)
     dim: Param[int] = Param(Params._dummy(), "dim", "Matryoshka dim to keep (0 = full)", TypeConverters.toInt)
-    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "texts per ONNX call (length-sorted)",
-                                  TypeConverters.toInt)
-    threads: Param[int] = Param(Params._dummy(), "threads", "ONNX Runtime threads per Python worker",
-                                TypeConverters.toInt)
-    minPartitions: Param[int] = Param(Params._dummy(), "minPartitions", "repartition inputs with fewer partitions "
-                                      "(0 = default parallelism, -1 = never)", TypeConverters.toInt)
-    trackingUri: Param[str] = Param(Params._dummy(), "trackingUri", "MLflow tracking/registry URI for executors "
-                                    "('' = MLFLOW_TRACKING_URI)", TypeConverters.toString)
 
     @keyword_only
     def __init__(self, *, inputCol: str = "text", categoryCol: str = "", outputCol: str = "embedding",
@@ -113,22 +102,11 @@ class TextEmbedder(Model, DefaultParamsReadable, DefaultParamsWritable):
             raise ValueError(f"dim must be >= 0, got {value}")
         return self._set(dim=value)
 
-    def setModelUri(self, value: str) -> "TextEmbedder":
-        """Set the model URI or folder."""
-        return self._set(modelUri=value)
-
     def setOutputCol(self, value: str) -> "TextEmbedder":
         """Set the embedding column name."""
         return self._set(outputCol=value)
 
-    def resolvedModelUri(self) -> str:
-        """``modelUri`` with a registry alias pinned to its current version."""
-        from kpspark.registry.models import pin_alias
-
-        return pin_alias(self.getOrDefault(self.modelUri), self.getOrDefault(self.trackingUri))
-
     def _transform(self, dataset: "DataFrame") -> "DataFrame":
-        import mlflow
         from pyspark.sql import functions as F
         from pyspark.sql.functions import pandas_udf
 
@@ -141,7 +119,7 @@ class TextEmbedder(Model, DefaultParamsReadable, DefaultParamsWritable):
             raise ValueError(f"TextEmbedder: dim must be >= 0, got {g(self.dim)}")
         check_input_cols("TextEmbedder", dataset, {"text": g(self.inputCol), "category": g(self.categoryCol)},
                          outputs=[g(self.outputCol)], optional=["category"])
-        tracking = g(self.trackingUri) or mlflow.get_tracking_uri()
+        tracking = self._tracking_for_executors()
         fn = make_embed_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize),
                            g(self.dim))
         udf = pandas_udf(fn, EMBEDDING_TYPE)  # type: ignore[call-overload]

@@ -120,18 +120,13 @@ def make_score_fn(model_uri: str, precision: str, tracking_uri: str | None, thre
     return score
 
 
-class OnnxCrossEncoderModel(Model, DefaultParamsReadable, DefaultParamsWritable):
-    """Score pairs with an exported cross-encoder (see the module doc)."""
+class OnnxStageParams(Params):
+    """Params shared by the ONNX inference stages (cross-encoder scorer, text embedder)."""
 
-    keyphraseCol: Param[str] = Param(Params._dummy(), "keyphraseCol", "keyphrase text column", TypeConverters.toString)
-    categoryCol: Param[str] = Param(Params._dummy(), "categoryCol", "category column ('' for none)",
-                                    TypeConverters.toString)
-    titleCol: Param[str] = Param(Params._dummy(), "titleCol", "item title column", TypeConverters.toString)
-    outputCol: Param[str] = Param(Params._dummy(), "outputCol", "score column", TypeConverters.toString)
     modelUri: Param[str] = Param(Params._dummy(), "modelUri", "models:/name@alias, runs:/..., or an export folder",
                                  TypeConverters.toString)
     precision: Param[str] = Param(Params._dummy(), "precision", "int8 or fp32", _to_precision)
-    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "pairs per ONNX call (length-sorted)",
+    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "rows per ONNX call (length-sorted)",
                                   TypeConverters.toInt)
     threads: Param[int] = Param(Params._dummy(), "threads", "ONNX Runtime threads per Python worker",
                                 TypeConverters.toInt)
@@ -139,6 +134,39 @@ class OnnxCrossEncoderModel(Model, DefaultParamsReadable, DefaultParamsWritable)
                                       "(0 = default parallelism, -1 = never)", TypeConverters.toInt)
     trackingUri: Param[str] = Param(Params._dummy(), "trackingUri", "MLflow tracking/registry URI for executors "
                                     "('' = MLFLOW_TRACKING_URI)", TypeConverters.toString)
+
+    def setModelUri(self, value: str) -> Any:
+        """Set the model URI or folder."""
+        return self._set(modelUri=value)
+
+    def setPrecision(self, value: str) -> Any:
+        """Set ``int8`` or ``fp32``."""
+        return self._set(precision=value)
+
+    def setBatchSize(self, value: int) -> Any:
+        """Set rows per ONNX call."""
+        return self._set(batchSize=value)
+
+    def resolvedModelUri(self) -> str:
+        """``modelUri`` with a registry alias pinned to its current version."""
+        from kpspark.registry.models import pin_alias
+
+        return pin_alias(self.getOrDefault(self.modelUri), self.getOrDefault(self.trackingUri))
+
+    def _tracking_for_executors(self) -> str:
+        import mlflow
+
+        return self.getOrDefault(self.trackingUri) or mlflow.get_tracking_uri()
+
+
+class OnnxCrossEncoderModel(Model, OnnxStageParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Score pairs with an exported cross-encoder (see the module doc)."""
+
+    keyphraseCol: Param[str] = Param(Params._dummy(), "keyphraseCol", "keyphrase text column", TypeConverters.toString)
+    categoryCol: Param[str] = Param(Params._dummy(), "categoryCol", "category column ('' for none)",
+                                    TypeConverters.toString)
+    titleCol: Param[str] = Param(Params._dummy(), "titleCol", "item title column", TypeConverters.toString)
+    outputCol: Param[str] = Param(Params._dummy(), "outputCol", "score column", TypeConverters.toString)
 
     @keyword_only
     def __init__(self, *, keyphraseCol: str = "keyphrase", categoryCol: str = "category", titleCol: str = "title",
@@ -156,27 +184,9 @@ class OnnxCrossEncoderModel(Model, DefaultParamsReadable, DefaultParamsWritable)
         """Set several params at once."""
         return self._set(**self._input_kwargs)
 
-    def setModelUri(self, value: str) -> "OnnxCrossEncoderModel":
-        """Set the model URI or folder."""
-        return self._set(modelUri=value)
-
-    def setPrecision(self, value: str) -> "OnnxCrossEncoderModel":
-        """Set ``int8`` or ``fp32``."""
-        return self._set(precision=value)
-
-    def setBatchSize(self, value: int) -> "OnnxCrossEncoderModel":
-        """Set pairs per ONNX call."""
-        return self._set(batchSize=value)
-
     def setOutputCol(self, value: str) -> "OnnxCrossEncoderModel":
         """Set the score column name."""
         return self._set(outputCol=value)
-
-    def resolvedModelUri(self) -> str:
-        """``modelUri`` with a registry alias pinned to its current version."""
-        from kpspark.registry.models import pin_alias
-
-        return pin_alias(self.getOrDefault(self.modelUri), self.getOrDefault(self.trackingUri))
 
     def _transform(self, dataset: "DataFrame") -> "DataFrame":
         from pyspark.sql import functions as F
@@ -188,9 +198,7 @@ class OnnxCrossEncoderModel(Model, DefaultParamsReadable, DefaultParamsWritable)
         check_input_cols("OnnxCrossEncoderModel", dataset,
                          {"keyphrase": g(self.keyphraseCol), "title": g(self.titleCol), "category": g(self.categoryCol)},
                          outputs=[g(self.outputCol)], optional=["category"])
-        import mlflow
-
-        tracking = g(self.trackingUri) or mlflow.get_tracking_uri()
+        tracking = self._tracking_for_executors()
         fn = make_score_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize))
         udf = pandas_udf(fn, "double")  # type: ignore[call-overload]
         cat = F.col(g(self.categoryCol)) if g(self.categoryCol) else F.lit(None).cast("string")
