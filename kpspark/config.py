@@ -165,7 +165,7 @@ class RetrievalConfig:
     shard_by: str = "category"  # category | hash
     num_hash_shards: int = 4
     fallback: str = "all"  # items of categories unseen at index time: all (search every shard) | none
-    index_kind: str = "auto"  # auto (flat <= exact_max < hnsw <= 2M < ivf) | flat | hnsw | ivf
+    index_kind: str = "auto"  # auto (flat up to exact_max, ivf above) | flat | hnsw | ivf
     exact_max: int = 20_000
     ef_search: int = 128
     nprobe: int = 16

@@ -69,8 +69,8 @@ def test_ann_index_recall_vs_exact(kind):
     _, got = index.search(queries, 20)
     recall = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(exact.tolist(), got.tolist())])
     assert recall >= 0.9, recall
-    assert IndexParams().kind_for(100) == "flat" and IndexParams().kind_for(50_000) == "hnsw"
-    assert IndexParams(hnsw_max=10).kind_for(50_000) == "ivf"
+    assert IndexParams().kind_for(100) == "flat" and IndexParams().kind_for(50_000) == "ivf"
+    assert IndexParams(kind="hnsw").kind_for(100) == "hnsw"
 
 
 @pytest.fixture()
