@@ -47,6 +47,7 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--requested", type=int, default=1_000_000, help="--keyphrases bench_retrieval.py ran with")
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--work", default=str(REPO / ".cache" / "bench-rec"))
     ap.add_argument("--out", default=str(HERE / "results" / "recommend.json"))
@@ -57,7 +58,9 @@ def main() -> int:
     item_npy = sorted(ret.glob("items_*.npy"))[0]
     kp_npy = sorted(ret.glob("kps_*.npy"))[0]
     n_items_all, n_kps_all = int(item_npy.stem.split("_")[1]), int(kp_npy.stem.split("_")[1])
-    items, kps = frames_for(n_items_all, n_kps_all)
+    items, kps = frames_for(n_items_all, args.requested)  # the same call bench_retrieval made
+    if len(kps) != n_kps_all:
+        raise SystemExit(f"{kp_npy} has {n_kps_all} rows but the generator gave {len(kps)}: pass --requested")
     q = truncate_normalize(np.load(item_npy)[:args.items], args.dim)
     x = truncate_normalize(np.load(kp_npy), args.dim)
     ce_export = find_export_dir(REPO / ".cache" / "bench-ce" / "art")
