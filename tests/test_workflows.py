@@ -70,3 +70,21 @@ def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cp
     # only canonical keyphrases are recommended (de-duplication happened before indexing)
     canon = tables.read_table(spark, cfg, "keyphrase_map").where("keyphrase_id = canonical_id").toPandas()
     assert set(rows["keyphrase_id"]) <= set(canon["keyphrase_id"])
+
+
+def test_recommendation_pipeline_round_trips_through_save_load(spark, pipeline, tmp_path):
+    from pyspark.ml import PipelineModel
+
+    from kpspark.retrieval.workflow import build_recommendation_pipeline
+
+    cfg, out, _ = pipeline
+    rec = out["recommendations"]
+    pipe = build_recommendation_pipeline(cfg, rec["index_uri"], threshold=rec["threshold"])
+    pipe.write().overwrite().save(str(tmp_path / "pipeline"))
+    back = PipelineModel.load(str(tmp_path / "pipeline"))
+    assert [type(s).__name__ for s in back.stages] == [
+        "TextEmbedder", "KeyphraseRetrieverModel", "OnnxCrossEncoderModel", "RelevanceFilter"]
+    items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category").limit(5)
+    a = sorted((r.item_id, r.keyphrase_id) for r in pipe.transform(items).collect())
+    b = sorted((r.item_id, r.keyphrase_id) for r in back.transform(items).collect())
+    assert a and a == b
