@@ -19,23 +19,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-
-
-def _cfg(work: Path, cores: int, extra=()):
-    from kpspark.config import load_config
-
-    return load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
-        f"lakehouse.root={work / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-        f"mlflow.artifact_root={work / 'art'}", f"spark.master=local[{cores}]",
-        f"spark.conf.spark.sql.shuffle.partitions={cores * 2}", "spark.conf.spark.driver.memory=6g",
-        f"spark.jars_dir={REPO / '.cache' / 'jars'}", *extra])
+from _common import HERE, REPO, bench_cfg, machine_info, run_isolated, write_result  # noqa: E402
 
 
 def prepare(work: Path, size: str) -> dict:
@@ -56,7 +43,7 @@ def prepare(work: Path, size: str) -> dict:
     marker = work / "prepared.json"
     if marker.exists():
         return json.loads(marker.read_text())
-    cfg = _cfg(work, os.cpu_count() or 2, [f"sample.size={size}"])
+    cfg = bench_cfg(work, os.cpu_count() or 2, [f"sample.size={size}"])
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     spark = get_spark(cfg)
     run_generate_sample(cfg, spark)
@@ -89,7 +76,7 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
     from kpspark.sparkutil import ensure_parallelism
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    cfg = _cfg(work, cores)
+    cfg = bench_cfg(work, cores)
     spark = get_spark(cfg)
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
     if items.count() > limit:
@@ -149,21 +136,13 @@ def main() -> int:
         print(json.dumps(info, indent=2))
         return 0
     cores = os.cpu_count() or 2
-    runs = []
-    for c, mode in [(cores, "ours_int8"), (cores, "ours_fp32"), (cores, "mlflow_st_spark_udf"), (1, "ours_int8")]:
-        proc = subprocess.run([sys.executable, __file__, "--work", str(work), "--limit", str(args.limit),
-                               "--one", str(c), mode], capture_output=True, text=True, check=False)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not line:
-            raise RuntimeError(f"{mode} on {c} cores failed:\n{proc.stderr[-3000:]}")
-        runs.append(json.loads(line[0][len("RESULT "):]))
-        print(runs[-1], flush=True)
+    runs = run_isolated(__file__, work, args.limit, [(cores, "ours_int8"), (cores, "ours_fp32"),
+                                                           (cores, "mlflow_st_spark_udf"), (1, "ours_int8")])
     by = {(r["mode"], r["cores"]): r for r in runs}
     int8 = by[("ours_int8", cores)]
-    machine = HERE / "results" / "machine.json"
     result = {
         "benchmark": "bi_encoder_embedding", "machine": {"cores": cores, "platform": platform.platform(),
-                                                         **(json.loads(machine.read_text()) if machine.exists() else {})},
+                                                         **machine_info()},
         "pipeline": "Delta items -> TextEmbedder (title [SEP] category, dim 128) -> Delta",
         "model": "all-MiniLM-L6-v2 (6 layers, hidden 384), max_length 64",
         "parity": info["parity"], "mean_tokens_per_text": round(mean_tokens(work, info), 1), "runs": runs,
@@ -173,9 +152,7 @@ def main() -> int:
         "scaling_2_cores_vs_1": round(int8["texts_per_s"] / by[("ours_int8", 1)]["texts_per_s"], 2),
         "targets": {"int8_texts_per_s_per_core": 250, "int8_vs_fp32_mean_cosine": 0.99},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

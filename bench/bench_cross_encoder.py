@@ -17,23 +17,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-
-
-def _cfg(work: Path, cores: int, extra=()):
-    from kpspark.config import load_config
-
-    return load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
-        f"lakehouse.root={work / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-        f"mlflow.artifact_root={work / 'art'}", f"spark.master=local[{cores}]",
-        f"spark.conf.spark.sql.shuffle.partitions={cores * 2}", "spark.conf.spark.driver.memory=6g",
-        f"spark.jars_dir={REPO / '.cache' / 'jars'}", *extra])
+from _common import HERE, REPO, bench_cfg, machine_info, run_isolated, write_result  # noqa: E402
 
 
 def prepare(work: Path, size: str) -> dict:
@@ -46,7 +33,7 @@ def prepare(work: Path, size: str) -> dict:
     marker = work / "prepared.json"
     if marker.exists():
         return json.loads(marker.read_text())
-    cfg = _cfg(work, os.cpu_count() or 2, [f"sample.size={size}", "cross_encoder.recipe=search",
+    cfg = bench_cfg(work, os.cpu_count() or 2, [f"sample.size={size}", "cross_encoder.recipe=search",
                                            "cross_encoder.max_train_pairs=20000", "cross_encoder.epochs=4",
                                            "cross_encoder.batch_size=64",
                                            "cross_encoder.eval_steps=50"])
@@ -73,7 +60,7 @@ def run_one(work: Path, cores: int, mode: str, model_uri: str, limit: int) -> di
     from kpspark.sparkutil import ensure_parallelism
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    cfg = _cfg(work, cores)
+    cfg = bench_cfg(work, cores)
     spark = get_spark(cfg)
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
     kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
@@ -138,19 +125,12 @@ def main() -> int:
         print(json.dumps(info))
         return 0
     cores = os.cpu_count() or 2
-    runs = []
-    for c, mode in [(cores, "ours_int8"), (cores, "ours_fp32"), (cores, "mlflow_spark_udf"), (1, "ours_int8")]:
-        proc = subprocess.run([sys.executable, __file__, "--work", str(work), "--limit", str(args.limit),
-                               "--one", str(c), mode], capture_output=True, text=True, check=False)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not line:
-            raise RuntimeError(f"{mode} on {c} cores failed:\n{proc.stderr[-3000:]}")
-        runs.append(json.loads(line[0][len("RESULT "):]))
-        print(runs[-1], flush=True)
+    runs = run_isolated(__file__, work, args.limit, [(cores, "ours_int8"), (cores, "ours_fp32"), (cores, "mlflow_spark_udf"),
+                                                           (1, "ours_int8")])
     by = {(r["mode"], r["cores"]): r for r in runs}
     int8 = by[("ours_int8", cores)]
     result = {
-        "benchmark": "cross_encoder_scoring", "machine": {"cores": cores, "platform": platform.platform()},
+        "benchmark": "cross_encoder_scoring", "machine": {"cores": cores, "platform": platform.platform(), **machine_info()},
         "pipeline": "Delta pairs -> join items/keyphrases -> score -> Delta", "model": info,
         "mean_tokens_per_pair": round(mean_tokens(work, info["model_uri"]), 1), "runs": runs,
         "int8_pairs_per_s_per_core": int8["pairs_per_s_per_core"],
@@ -160,9 +140,7 @@ def main() -> int:
         "paper_pairs_per_s_per_core": 324, "targets": {"int8_per_core": 3000, "fp32_per_core": 2200,
                                                        "ratio_to_mlflow": 3.5, "scaling": 1.8},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

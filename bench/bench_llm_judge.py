@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+from _common import write_result  # noqa: E402
 
 
 def sample_pairs(n: int) -> list[tuple[str, str, str]]:
@@ -128,9 +129,7 @@ def main() -> int:
     else:
         result["backends"]["openai"] = {"skipped": "llama-cpp-python[server] not installed"}
     result["backends"]["vllm"] = {"skipped": "needs a GPU; none on this machine"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

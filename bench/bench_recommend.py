@@ -11,15 +11,13 @@ Run: ``.venv/bin/python bench/bench_recommend.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from _common import HERE, REPO, machine_info, write_result  # noqa: E402
 
 
 def _parquet(path: Path, cols: dict, emb: np.ndarray) -> str:
@@ -103,14 +101,11 @@ def main() -> int:
                      "pairs_scored_per_s_per_core": round(args.items * args.k / dt / cores, 1)})
         print(runs[-1], flush=True)
     spark.stop()
-    machine = HERE / "results" / "machine.json"
-    result = {"benchmark": "retrieve_score_filter", "machine": {"cores": cores, **(
-        json.loads(machine.read_text()) if machine.exists() else {})},
+    result = {"benchmark": "retrieve_score_filter", "machine": {"cores": cores, **machine_info()},
         "pipeline": "items (precomputed dim-128 embeddings) -> KeyphraseRetrieverModel (per-category faiss) -> "
                     "OnnxCrossEncoderModel int8 -> RelevanceFilter -> count", "k": args.k,
         "threshold": args.threshold, "runs": runs}
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

@@ -16,7 +16,6 @@ Run: ``.venv/bin/python bench/bench_retrieval.py [--items 100000 --keyphrases 10
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from multiprocessing import get_context
@@ -25,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from _common import HERE, REPO, machine_info, write_result  # noqa: E402
 _EMB = None
 
 
@@ -157,10 +155,8 @@ def main() -> int:
 
     ok = [r for r in runs if r[f"recall@{k}"] >= 0.95]
     best = max(ok, key=lambda r: r["speedup_vs_exact"]) if ok else None
-    machine = HERE / "results" / "machine.json"
     result = {
-        "benchmark": "ann_retrieval", "machine": {"cores": cores, **(json.loads(machine.read_text())
-                                                                     if machine.exists() else {})},
+        "benchmark": "ann_retrieval", "machine": {"cores": cores, **machine_info()},
         "items": len(q), "keyphrases": len(x), "dim": args.dim, "k": k,
         "embedding": {"model": "all-MiniLM-L6-v2 export, int8, Matryoshka prefix", "export": args.export,
                       "seconds_items": round(t_items, 1), "seconds_keyphrases": round(t_kps, 1)},
@@ -169,9 +165,7 @@ def main() -> int:
         "runs": runs, "best_meeting_recall_0_95": best,
         "targets": {f"recall@{k}": 0.95, "speedup_vs_exact": 10},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

@@ -1,0 +1,52 @@
+"""Pieces the benchmark scripts share: the per-run config, the one-process-per-configuration runner,
+the machine record and the result writer. Scripts run as ``python bench/<name>.py``, so this module
+is importable as ``_common``."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def bench_cfg(work: Path, cores: int, extra: Iterable[str] = ()) -> Any:
+    """The local config of one benchmark run: lakehouse and MLflow store under ``work``, ``local[cores]``."""
+    from kpspark.config import load_config
+
+    return load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+        f"lakehouse.root={work / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+        f"mlflow.artifact_root={work / 'art'}", f"spark.master=local[{cores}]",
+        f"spark.conf.spark.sql.shuffle.partitions={cores * 2}", "spark.conf.spark.driver.memory=6g",
+        f"spark.jars_dir={REPO / '.cache' / 'jars'}", *extra])
+
+
+def run_isolated(script: str, work: Path, limit: int, plan: Iterable[tuple[int, str]]) -> list[dict]:
+    """Run ``script --one CORES MODE`` once per configuration, each in its own process (its own
+    ``local[N]`` Spark), and collect the ``RESULT {json}`` line each prints."""
+    runs = []
+    for cores, mode in plan:
+        proc = subprocess.run([sys.executable, script, "--work", str(work), "--limit", str(limit),
+                               "--one", str(cores), mode], capture_output=True, text=True, check=False)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            raise RuntimeError(f"{mode} on {cores} cores failed:\n{proc.stderr[-3000:]}")
+        runs.append(json.loads(line[0][len("RESULT "):]))
+        print(runs[-1], flush=True)
+    return runs
+
+
+def machine_info() -> dict:
+    """``bench/results/machine.json`` (CPU, SIMD, GEMM rate) when ``bench/machine.py`` has written it."""
+    p = HERE / "results" / "machine.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def write_result(out: str | Path, result: dict) -> None:
+    """Write a benchmark result as JSON and print it."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
