@@ -1,12 +1,15 @@
 """Small helpers shared by the Spark stages: input-column checks and CPU parallelism."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping
+import logging
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from kpspark.errors import SchemaError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
+
+logger = logging.getLogger(__name__)
 
 
 def check_input_cols(stage: str, dataset: "DataFrame", roles: Mapping[str, str], outputs: Iterable[str] = (),
@@ -42,3 +45,25 @@ def ensure_parallelism(dataset: "DataFrame", min_partitions: int = 0) -> "DataFr
     if dataset.rdd.getNumPartitions() < want:
         return dataset.repartition(want)
     return dataset
+
+
+def split_by_item(stage: str, dataset: "DataFrame", need: list[str], optional: Iterable[str] = (),
+                  fraction: float = 0.2, seed: int = 42) -> tuple[Any, Any]:
+    """(train, validation) pandas frames of an estimator's training rows, split by a hash of
+    ``item_id`` so no item is in both. ``need`` columns must exist (else :class:`SchemaError`);
+    ``optional`` ones are kept when present. Rows without a label, keyphrase or title cannot train
+    and are left out, with a warning that counts them."""
+    from pyspark.sql import functions as F
+
+    missing = [c for c in need if c not in dataset.columns]
+    if missing:
+        raise SchemaError(f"{stage}: input lacks {missing}; found {dataset.columns}")
+    cols = list(need) + [c for c in optional if c in dataset.columns]
+    bucket = F.pmod(F.xxhash64("item_id", F.lit(seed)), F.lit(1000)) / 1000.0
+    pdf = dataset.select(*cols).withColumn("_val", bucket < fraction).toPandas()
+    usable = pdf[["label", "keyphrase", "title"]].notna().all(axis=1)
+    if not usable.all():
+        logger.warning("%s: %d of %d rows have no label, keyphrase or title and are not used for training",
+                       stage, int((~usable).sum()), len(pdf))
+    pdf = pdf[usable]
+    return pdf[~pdf["_val"]].drop(columns="_val"), pdf[pdf["_val"]].drop(columns="_val")

@@ -19,7 +19,6 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from kpspark.biencoder.embedder import TextEmbedder
-from kpspark.errors import SchemaError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -77,19 +76,11 @@ class BiEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable
 
     def split(self, dataset: "DataFrame") -> tuple[Any, Any]:
         """(train, validation) pandas frames, split by a hash of ``item_id``."""
-        from pyspark.sql import functions as F
+        from kpspark.sparkutil import split_by_item
 
         need = ["task", "item_id", "title", "category", "keyphrase", "label"]
-        missing = [c for c in need if c not in dataset.columns]
-        if missing:
-            raise SchemaError(f"BiEncoderEstimator: input lacks {missing}; found {dataset.columns}")
-        frac = self.getOrDefault(self.validationFraction)
-        bucket = F.pmod(F.xxhash64("item_id", F.lit(self.getOrDefault(self.seed))), F.lit(1000)) / 1000.0
-        cols = need + [c for c in ("keyphrase_id",) if c in dataset.columns]
-        pdf = (dataset.select(*cols)
-               .where(F.col("label").isNotNull() & F.col("keyphrase").isNotNull() & F.col("title").isNotNull())
-               .withColumn("_val", bucket < frac).toPandas())
-        return pdf[~pdf["_val"]].drop(columns="_val"), pdf[pdf["_val"]].drop(columns="_val")
+        return split_by_item("BiEncoderEstimator", dataset, need, ("keyphrase_id",),
+                             self.getOrDefault(self.validationFraction), self.getOrDefault(self.seed))
 
     def train_config(self) -> Any:
         """The :class:`~kpspark.biencoder.train.BiTrainConfig` these params describe."""

@@ -18,7 +18,6 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
-from kpspark.errors import SchemaError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -63,19 +62,11 @@ class CrossEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
 
     def split(self, dataset: "DataFrame") -> tuple[Any, Any]:
         """(train, validation) pandas frames, split by a hash of ``item_id``."""
-        from pyspark.sql import functions as F
+        from kpspark.sparkutil import split_by_item
 
-        need = ["item_id", "keyphrase", "category", "title", "label"]
-        missing = [c for c in need if c not in dataset.columns]
-        if missing:
-            raise SchemaError(f"CrossEncoderEstimator: input lacks {missing}; found {dataset.columns}")
-        cols = need + [c for c in ("keyphrase_id", "p_yes") if c in dataset.columns]
-        frac = self.getOrDefault(self.validationFraction)
-        bucket = F.pmod(F.xxhash64("item_id", F.lit(self.getOrDefault(self.seed))), F.lit(1000)) / 1000.0
-        pdf = (dataset.select(*cols).where(F.col("label").isNotNull() & F.col("keyphrase").isNotNull()
-                                          & F.col("title").isNotNull())
-               .withColumn("_val", bucket < frac).toPandas())
-        return pdf[~pdf["_val"]].drop(columns="_val"), pdf[pdf["_val"]].drop(columns="_val")
+        return split_by_item("CrossEncoderEstimator", dataset, ["item_id", "keyphrase", "category", "title", "label"],
+                             ("keyphrase_id", "p_yes"), self.getOrDefault(self.validationFraction),
+                             self.getOrDefault(self.seed))
 
     def _fit(self, dataset: "DataFrame") -> OnnxCrossEncoderModel:
         from kpspark.crossencoder.export import export_with_parity
