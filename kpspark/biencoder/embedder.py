@@ -122,7 +122,8 @@ class TextEmbedder(Model, OnnxStageParams, DefaultParamsReadable, DefaultParamsW
         tracking = self._tracking_for_executors()
         fn = make_embed_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize),
                            g(self.dim))
-        udf = pandas_udf(fn, EMBEDDING_TYPE)  # type: ignore[call-overload]
+        # non-deterministic: keeps the optimizer from evaluating the model twice (see OnnxCrossEncoderModel)
+        udf = pandas_udf(fn, EMBEDDING_TYPE).asNondeterministic()  # type: ignore[call-overload]
         cat = F.col(g(self.categoryCol)) if g(self.categoryCol) else F.lit(None).cast("string")
         dataset = ensure_parallelism(dataset, g(self.minPartitions))
         return dataset.withColumn(g(self.outputCol), udf(F.col(g(self.inputCol)), cat))

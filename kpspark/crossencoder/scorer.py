@@ -200,7 +200,9 @@ class OnnxCrossEncoderModel(Model, OnnxStageParams, DefaultParamsReadable, Defau
                          outputs=[g(self.outputCol)], optional=["category"])
         tracking = self._tracking_for_executors()
         fn = make_score_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize))
-        udf = pandas_udf(fn, "double")  # type: ignore[call-overload]
+        # non-deterministic so the optimizer never copies the call into a pushed-down filter: int8 scores depend on
+        # batch-mates, and a copy would score every row twice and filter on different numbers than it outputs
+        udf = pandas_udf(fn, "double").asNondeterministic()  # type: ignore[call-overload]
         cat = F.col(g(self.categoryCol)) if g(self.categoryCol) else F.lit(None).cast("string")
         dataset = ensure_parallelism(dataset, g(self.minPartitions))
         return dataset.withColumn(g(self.outputCol), udf(F.col(g(self.keyphraseCol)), cat, F.col(g(self.titleCol))))

@@ -130,3 +130,22 @@ def test_recipes_mix_sources_and_clicks_win(spark, trained):
     assert (cs.loc[cs.source == "click", "label"] == 1).all() and (cs.loc[cs.source == "search", "label"] == 0).all()
     with pytest.raises(ValueError, match="recipe must be one of"):
         recipes.recipe_pairs(spark, cfg, "clicks")
+
+
+def test_filtering_on_the_score_runs_the_model_once_and_keeps_what_it_outputs(spark, trained):
+    """Regression (CI of session 2): a deterministic UDF was copied into the pushed-down filter, so every row
+    was scored twice in different batches, and int8 scores (batch-dependent) in the output fell below the
+    threshold the filter had applied."""
+    from kpspark.retrieval.filter import RelevanceFilter
+
+    cfg, res, _ = trained
+    items = tables.read_table(spark, cfg, "items").select("title", "category").limit(30)
+    pairs = items.crossJoin(tables.read_table(spark, cfg, "keyphrases").selectExpr("text AS keyphrase").limit(20))
+    scored = OnnxCrossEncoderModel(modelUri=f"models:/{res['model']}@challenger", precision="int8",
+                                   batchSize=7).transform(pairs)
+    threshold = float(np.median(scored.select("score").toPandas()["score"].dropna()))
+    kept = RelevanceFilter(inputCol="score", threshold=threshold).transform(scored)
+    plan = kept._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("ArrowEvalPython") == 1, plan
+    got = kept.toPandas()
+    assert len(got) > 0 and (got["score"] >= threshold).all()
