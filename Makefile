@@ -6,11 +6,12 @@ JARS   := .cache/jars/manifest.json
 CONF   ?= conf/local.yaml
 EXTRAS ?= dev
 
-.PHONY: setup jars demo test test-fast bench clean help
+.PHONY: setup jars demo report test test-fast bench clean help
 
 help:
 	@echo "make demo    set up (venv, packages, jars) and run the end-to-end demo on the sample marketplace"
 	@echo "make test    set up and run the test suite"
+	@echo "make report  the offline evaluation report + promotion gate on the demo's lakehouse (after make demo)"
 	@echo "make jars    resolve the Delta Lake jars from Maven Central into .cache/jars (once)"
 	@echo "make clean   remove the demo's lakehouse/ and mlruns/"
 
@@ -31,6 +32,9 @@ setup: $(VENV)/.installed $(JARS)
 
 demo: setup
 	$(PY) jobs/demo.py --conf $(CONF)
+
+report: setup
+	$(PY) jobs/calibrate_evaluate.py --conf $(CONF)
 
 test: setup
 	$(PY) -m pytest -q

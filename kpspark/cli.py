@@ -1,6 +1,7 @@
 """Command line: ``kpspark <command>`` and the shared entry of the spark-submit jobs.
 
-Commands: ``demo``, ``generate-sample``, ``baseline``, ``promote``, ``rollback``, ``jars``.
+Commands: ``demo``, ``generate-sample``, ``baseline``, ``label-pairs``, ``train-cross-encoder``, ...,
+``calibrate-evaluate``, ``promote [--force]``, ``rollback``, ``jars``.
 Every command takes ``--conf FILE`` (repeatable) and ``--set key=value`` (repeatable).
 """
 from __future__ import annotations
@@ -36,15 +37,15 @@ def run_job(workflow_name: str, argv: Sequence[str] | None = None, description: 
     return result
 
 
-def _promote(cfg: Config, argv: Sequence[str]) -> dict[str, Any]:
+def _promote(cfg: Config, argv: Sequence[str], force: bool = False) -> dict[str, Any]:
     from kpspark.registry import models
 
     name = argv[0] if argv else cfg.models.cross_encoder
-    version = models.promote(cfg, name, cfg.models.candidate_alias, cfg.models.serving_alias)
+    version = models.promote(cfg, name, cfg.models.candidate_alias, cfg.models.serving_alias, force=force)
     return {"model": name, "alias": cfg.models.serving_alias, "version": version}
 
 
-def _rollback(cfg: Config, argv: Sequence[str]) -> dict[str, Any]:
+def _rollback(cfg: Config, argv: Sequence[str], force: bool = False) -> dict[str, Any]:
     from kpspark.registry import models
 
     name = argv[0] if argv else cfg.models.cross_encoder
@@ -56,7 +57,8 @@ _WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "bas
               "label-pairs": "run_label_pairs", "load-homedepot": "run_load_homedepot",
               "train-cross-encoder": "run_train_cross_encoder", "score-pairs": "run_score_pairs",
               "train-bi-encoder": "run_train_bi_encoder", "bi-encoder-ablation": "run_bi_encoder_ablation",
-              "embed": "run_embed", "recommend": "run_recommend"}
+              "embed": "run_embed", "recommend": "run_recommend",
+              "calibrate-evaluate": "run_calibrate_evaluate"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,8 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging()
         cfg, args = parse_job_args(rest, description=f"kpspark {cmd}",
                                    extra=[("model", {"nargs": "?", "help": "registered model name "
-                                                     "(default: models.cross_encoder)"})])
-        result = (_promote if cmd == "promote" else _rollback)(cfg, [args.model] if args.model else [])
+                                                     "(default: models.cross_encoder)"}),
+                                          ("--force", {"action": "store_true", "help": "promote even a version "
+                                                       "that failed the evaluation gate"})])
+        try:
+            result = (_promote if cmd == "promote" else _rollback)(cfg, [args.model] if args.model else [],
+                                                                   force=args.force)
+        except (ValueError, RuntimeError) as e:
+            print(f"kpspark {cmd}: {e}", file=sys.stderr)
+            return 1
         print(json.dumps(result))
         return 0
     print(f"unknown command {cmd!r}\n{usage}", file=sys.stderr)

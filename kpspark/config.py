@@ -177,6 +177,23 @@ class RetrievalConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """The offline evaluation report and the promotion gate (``jobs/calibrate_evaluate.py``)."""
+
+    recipes: tuple[str, ...] = ("search", "click_search", "click_llm", "llm")  # CE recipes compared
+    baseline: str = "search"  # the production row of the table (TJ: the search-trained model); or jaccard
+    train_missing: bool = True  # train (and register) recipes with no registered version yet
+    weighting: str = "clicks"  # clicks (the paper's "95% of clicks") | pairs: how the threshold counts clicks
+    holdout: bool = True  # evaluate on the estimators' held-out items only (their validation fold)
+    max_pairs: int = 50_000  # evaluation pairs sampled (by hash) from the segment and from the click log
+    output_dir: str = "reports"  # HTML + PNGs, also logged to MLflow
+    judge_sample: int = 0  # final recommendations judged by the LLM (0 = skip; the CPU judge is slow)
+    # gate: metric -> largest allowed drop of the challenger vs the champion (absolute, on the row's values)
+    gate: Mapping[str, float] = field(default_factory=lambda: {"auc_truth": 0.01, "sales_kept": 0.02,
+                                                                "search_pass_rate": 0.02})
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; sections mirror the YAML files."""
 
@@ -191,6 +208,7 @@ class Config:
     cross_encoder: CrossEncoderConfig = field(default_factory=CrossEncoderConfig)
     bi_encoder: BiEncoderConfig = field(default_factory=BiEncoderConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-serializable)."""
@@ -317,6 +335,7 @@ _SECTION_TYPES: dict[str, type] = {
     "ModelsConfig": ModelsConfig, "QualityConfig": QualityConfig, "SampleConfig": SampleConfig,
     "BatchConfig": BatchConfig, "LlmConfig": LlmConfig, "CrossEncoderConfig": CrossEncoderConfig,
     "BiEncoderConfig": BiEncoderConfig, "RetrievalConfig": RetrievalConfig,
+    "EvaluationConfig": EvaluationConfig,
 }
 
 

@@ -47,20 +47,26 @@ def ensure_parallelism(dataset: "DataFrame", min_partitions: int = 0) -> "DataFr
     return dataset
 
 
+def validation_items(fraction: float = 0.2, seed: int = 42) -> Any:
+    """Boolean column: is this row's ``item_id`` in the held-out fold? The estimators' validation split
+    and the offline evaluation use the same fold, so evaluation never sees a training item."""
+    from pyspark.sql import functions as F
+
+    return (F.pmod(F.xxhash64("item_id", F.lit(seed)), F.lit(1000)) / 1000.0) < fraction
+
+
 def split_by_item(stage: str, dataset: "DataFrame", need: list[str], optional: Iterable[str] = (),
                   fraction: float = 0.2, seed: int = 42) -> tuple[Any, Any]:
     """(train, validation) pandas frames of an estimator's training rows, split by a hash of
     ``item_id`` so no item is in both. ``need`` columns must exist (else :class:`SchemaError`);
     ``optional`` ones are kept when present. Rows without a label, keyphrase or title cannot train
     and are left out, with a warning that counts them."""
-    from pyspark.sql import functions as F
 
     missing = [c for c in need if c not in dataset.columns]
     if missing:
         raise SchemaError(f"{stage}: input lacks {missing}; found {dataset.columns}")
     cols = list(need) + [c for c in optional if c in dataset.columns]
-    bucket = F.pmod(F.xxhash64("item_id", F.lit(seed)), F.lit(1000)) / 1000.0
-    pdf = dataset.select(*cols).withColumn("_val", bucket < fraction).toPandas()
+    pdf = dataset.select(*cols).withColumn("_val", validation_items(fraction, seed)).toPandas()
     usable = pdf[["label", "keyphrase", "title"]].notna().all(axis=1)
     if not usable.all():
         logger.warning("%s: %d of %d rows have no label, keyphrase or title and are not used for training",

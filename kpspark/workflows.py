@@ -162,12 +162,24 @@ def run_recommend(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     return recommend(cfg, spark, show=3)
 
 
+def run_calibrate_evaluate(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """The offline evaluation report (the paper's Table 1 for every recipe, agreement, debiasing,
+    retrieval, plots; HTML under ``evaluation.output_dir`` and in MLflow), then the promotion gate:
+    ``challenger`` replaces ``champion`` only if no gate metric regresses."""
+    from kpspark.evaluation.report import run_evaluate, run_gate
+
+    out = run_evaluate(cfg, spark)
+    out["gate"] = run_gate(cfg, spark, promote=True)
+    return out
+
+
 def run_demo(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     """The end-to-end demo on the sample marketplace: generate the lakehouse, register the Jaccard
     baseline, label a sample of pairs with the LLM teacher (the CPU SmolLM2 by default) and report
     its agreement, train + export + register the cross-encoder, score the candidate pairs with it,
     train the multi-task bi-encoder student on clicks + search + the cross-encoder's scores, embed
-    items and keyphrases, and recommend keyphrases per item (de-duplicate, ANN, CE filter). Returns what each step did."""
+    items and keyphrases, recommend keyphrases per item (de-duplicate, ANN, CE filter) and write the
+    offline evaluation report. Returns what each step did."""
     out: dict[str, Any] = {"sample": run_generate_sample(cfg, spark)}
     out["baseline"] = run_baseline(cfg, spark)
     out["labels"] = run_label_pairs(cfg, spark)
@@ -176,4 +188,6 @@ def run_demo(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     out["bi_encoder"] = run_train_bi_encoder(cfg, spark)
     out["embeddings"] = run_embed(cfg, spark)
     out["recommendations"] = run_recommend(cfg, spark)
+    if cfg.evaluation.recipes:
+        out["evaluation"] = run_calibrate_evaluate(cfg, spark)
     return out

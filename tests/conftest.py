@@ -73,7 +73,10 @@ def pipeline(spark, tmp_path_factory):
         bi_encoder=dataclasses.replace(cfg.bi_encoder, init="minilm2", dims=(384, 128, 64), dim=64,
                                        max_pairs_per_task=400, epochs=2.0, lr=1e-4, eval_steps=10,
                                        recall_k=(10, 50)),
-        retrieval=dataclasses.replace(cfg.retrieval, k=20, top_n=10))
+        retrieval=dataclasses.replace(cfg.retrieval, k=20, top_n=10),
+        # the report compares the production row (search recipe, trained here) with the demo's recipe
+        evaluation=dataclasses.replace(cfg.evaluation, recipes=("search", "click_search"),
+                                       output_dir=str(tmp / "reports")))
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
     out = workflows.run_demo(cfg, spark)

@@ -15,12 +15,16 @@ from kpspark.registry.tracking import configure
 logger = logging.getLogger(__name__)
 
 
+class PromotionRefused(RuntimeError):
+    """The version failed the evaluation gate."""
+
+
 def model_uri(name: str, alias: str) -> str:
     """``models:/<name>@<alias>``."""
     return f"models:/{name}@{alias}"
 
 
-def _client(cfg: Config) -> Any:
+def client(cfg: Config) -> Any:
     mlflow = configure(cfg)
     return mlflow.MlflowClient()  # type: ignore[attr-defined]
 
@@ -39,28 +43,34 @@ def register(cfg: Config, source_uri: str, name: str, alias: str | None = None,
 
 def set_alias(cfg: Config, name: str, alias: str, version: str | int) -> None:
     """Point ``name@alias`` at ``version``."""
-    _client(cfg).set_registered_model_alias(name, alias, str(version))
+    client(cfg).set_registered_model_alias(name, alias, str(version))
 
 
 def get_version(cfg: Config, name: str, alias: str) -> str | None:
     """The version ``name@alias`` points at, or None when the alias is unset."""
-    client = _client(cfg)
+    mc = client(cfg)
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)
+        return str(mc.get_model_version_by_alias(name, alias).version)
     except Exception as e:  # MlflowException: RESOURCE_DOES_NOT_EXIST
         if "RESOURCE_DOES_NOT_EXIST" in str(e) or "not found" in str(e).lower():
             return None
         raise
 
 
-def promote(cfg: Config, name: str, from_alias: str = "challenger", to_alias: str = "champion") -> str:
+def promote(cfg: Config, name: str, from_alias: str = "challenger", to_alias: str = "champion",
+            force: bool = False) -> str:
     """Move ``to_alias`` to the version ``from_alias`` points at; returns that version.
 
-    The previous ``to_alias`` version is kept in the alias ``previous_<to_alias>`` for rollback.
+    The previous ``to_alias`` version is kept in the alias ``previous_<to_alias>`` for rollback. A
+    version tagged ``gate=failed`` by the evaluation gate is refused unless ``force``.
     """
     version = get_version(cfg, name, from_alias)
     if version is None:
         raise ValueError(f"{name}@{from_alias} is not set; nothing to promote")
+    tags = client(cfg).get_model_version(name, version).tags
+    if tags.get("gate") == "failed" and not force:
+        raise PromotionRefused(f"{name} version {version} failed the evaluation gate "
+                               f"({tags.get('gate_reasons', 'no reasons recorded')}); not promoting it to @{to_alias}")
     old = get_version(cfg, name, to_alias)
     if old is not None and old != version:
         set_alias(cfg, name, f"previous_{to_alias}", old)

@@ -1,0 +1,148 @@
+"""Offline evaluation: the pure Table 1 core on synthetic numbers, then the report and the promotion
+gate on the session's demo pipeline (real models, real MLflow store)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from kpspark.evaluation import offline
+from kpspark.registry import models
+from tests.conftest import use_store
+
+
+def test_weighted_threshold_keeps_the_target_share_of_clicks():
+    rng = np.random.default_rng(0)
+    s, w = rng.random(5000), rng.integers(1, 20, 5000).astype(float)
+    for target in (0.5, 0.9, 0.95, 1.0):
+        t = offline.weighted_threshold(s, w, target)
+        assert w[s >= t].sum() >= target * w.sum() - 1e-6
+        above = s[s > t]  # the next higher score would keep too little: t is the largest such threshold
+        if len(above):
+            assert w[s >= above.min()].sum() < target * w.sum()
+    # pair-count weighting is the unweighted quantile
+    assert offline.weighted_threshold(s, None, 0.95) == pytest.approx(np.sort(s)[int(0.05 * len(s))])
+    with pytest.raises(ValueError, match="no scored clicks"):
+        offline.weighted_threshold(np.array([np.nan]), None)
+
+
+def _synthetic(noise: float, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Truth drives clicks (seen only where search passes) and search; a model's score is truth + noise."""
+    rng = np.random.default_rng(seed)
+    n = 4000
+    truth = (rng.random(n) < 0.4).astype(int)
+    search = np.where(rng.random(n) < 0.8, truth, 1 - truth)
+    clicked = ((truth == 1) & (search == 1) & (rng.random(n) < 0.5)).astype(int)
+    score = np.clip(truth * 0.6 + 0.2 + rng.normal(0, noise, n), 0, 1)
+    seg = pd.DataFrame({"score": score, "search_pass": search, "truth": truth.astype(float),
+                        "human": np.nan, "clicked": clicked})
+    c = seg[seg["clicked"] == 1]
+    clicks = pd.DataFrame({"score": c["score"].to_numpy(), "clicks": rng.integers(1, 5, len(c)).astype(float),
+                           "sales": rng.random(len(c)) * 50})
+    return clicks, seg
+
+
+def test_table1_rows_are_relative_to_the_baseline_and_better_models_score_better():
+    rows = {}
+    for name, noise in (("noisy", 0.45), ("good", 0.1)):
+        clicks, seg = _synthetic(noise)
+        rows[name] = offline.evaluate_variant(clicks, seg, target=0.95)
+        assert rows[name]["clicks_kept"] >= 0.95
+    table = offline.relative_table(rows, "noisy").set_index("variant")
+    assert (table.loc["noisy", ["d_keyphrases", "d_sales", "d_search_pass_rate"]] == 0).all()
+    good, noisy = rows["good"], rows["noisy"]
+    # a sharper model needs a higher threshold for the same clicks, so it keeps fewer keyphrases,
+    # more of them pass search, it agrees more with the truth and keeps fewer irrelevant pairs
+    assert table.loc["good", "d_keyphrases"] < 0 < table.loc["good", "d_search_pass_rate"]
+    assert good["auc_truth"] > noisy["auc_truth"] and good["kappa_truth"] > noisy["kappa_truth"]
+    assert good["irrelevant_kept"] < noisy["irrelevant_kept"]
+    assert good["unclicked_relevant_kept"] > 0.8  # relevance the click log never saw is recovered
+    with pytest.raises(ValueError, match="baseline"):
+        offline.relative_table(rows, "jaccard")
+
+
+def test_gate_refuses_regressions_and_uncomparable_metrics():
+    champ = {"auc_truth": 0.80, "sales_kept": 0.90}
+    assert offline.gate({"auc_truth": 0.795, "sales_kept": 0.95}, champ, {"auc_truth": 0.01, "sales_kept": 0.0})[0]
+    ok, why = offline.gate({"auc_truth": 0.70, "sales_kept": 0.95}, champ, {"auc_truth": 0.01, "sales_kept": 0.0})
+    assert not ok and why[0].startswith("auc_truth")
+    ok, why = offline.gate({"x": 1.0}, champ, {"auc_truth": 0.01})
+    assert not ok and "no gate metric" in why[-1]
+
+
+@pytest.fixture
+def evaluated(pipeline, monkeypatch):
+    use_store(monkeypatch, pipeline[2])
+    cfg, out, tmp = pipeline
+    return cfg, out["evaluation"], tmp
+
+
+def test_report_reproduces_table1_for_every_recipe_and_renders(evaluated):
+    cfg, ev, _ = evaluated
+    assert ev["baseline"] == "search" and set(ev["rows"]) == {"jaccard", "search", "click_search"}
+    for name, row in ev["rows"].items():
+        assert row["clicks_kept"] >= cfg.retrieval.click_retention - 1e-9, name
+        assert 0 < row["keyphrases_kept"] <= row["segment_pairs"]
+        assert 0.0 <= row["search_pass_rate"] <= 1.0 and 0.0 <= row["auc_truth"] <= 1.0
+    table = pd.read_csv(Path(ev["report"]).parent / "table.csv").set_index("variant")
+    assert (table.loc["search", ["d_keyphrases", "d_sales", "d_search_pass_rate"]] == 0).all()
+    # only held-out items are evaluated: none of them trained a model
+    assert all(r["segment_pairs"] == ev["rows"]["jaccard"]["segment_pairs"] for r in ev["rows"].values())
+    page = Path(ev["report"]).read_text()
+    assert "Table 1" in page and "click_search" in page and "<img src='threshold_curves.png'>" in page
+    for png in ev["plots"]:
+        data = Path(png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000  # a rendered figure, not an empty canvas
+    # retrieval figures from the final recommendations
+    r = ev["retrieval"]
+    assert 0 <= r["recall_clicks_in_recommendations"] <= 1 and 0 < r["keyphrase_coverage"] <= 1
+    assert any(k.startswith("be_recall_click") for k in r["bi_encoder_recall"])
+    # everything is in MLflow
+    run = mlflow.get_run(ev["run_id"])
+    assert run.data.metrics["search.threshold"] == pytest.approx(ev["rows"]["search"]["threshold"])
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(ev["run_id"], "report")}
+    assert {"report/report.html", "report/threshold_curves.png", "report/table.csv"} <= arts
+    assert json.loads((Path(ev["report"]).parent / "report.json").read_text())["baseline"] == "search"
+
+
+def test_gate_refuses_a_worse_challenger_and_promotion_honours_it(spark, evaluated):
+    from kpspark.crossencoder.workflow import run_train_cross_encoder
+
+    cfg, ev, tmp = evaluated
+    name = cfg.models.cross_encoder
+    champion = models.get_version(cfg, name, "champion")
+    # a deliberately worse challenger: a few steps at a learning rate too small to learn anything
+    worse = dataclasses.replace(cfg, cross_encoder=dataclasses.replace(cfg.cross_encoder, lr=1e-7, epochs=1.0,
+                                                                       max_train_pairs=256))
+    challenger = models.get_version(cfg, name, "challenger")
+    res = run_train_cross_encoder(worse, spark)
+    try:
+        _refused_then_forced(cfg, spark, name, champion, res["version"], tmp)
+    finally:  # the session's other tests use the demo's challenger
+        models.set_alias(cfg, name, "challenger", challenger)
+
+
+def _refused_then_forced(cfg, spark, name, champion, worse_version, tmp):
+    from kpspark.cli import main
+    from kpspark.evaluation.report import run_gate
+
+    res = {"version": worse_version}
+    assert models.get_version(cfg, name, "challenger") == res["version"] != champion
+    decision = run_gate(cfg, spark, promote=True)
+    assert decision["decision"] == "refused" and decision["reasons"]
+    assert decision["rows"]["challenger"]["auc_truth"] < decision["rows"]["champion"]["auc_truth"]
+    assert models.get_version(cfg, name, "champion") == champion  # unchanged
+    assert models.client(cfg).get_model_version(name, res["version"]).tags["gate"] == "failed"
+    with pytest.raises(models.PromotionRefused, match="failed the evaluation gate"):
+        models.promote(cfg, name)
+    args = ["--set", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}"]
+    assert main(["promote", *args]) == 1
+    assert models.get_version(cfg, name, "champion") == champion
+    # an explicit override is possible, and rollback restores the champion
+    assert main(["promote", "--force", *args]) == 0 and models.get_version(cfg, name, "champion") == res["version"]
+    assert main(["rollback", *args]) == 0 and models.get_version(cfg, name, "champion") == champion
