@@ -58,7 +58,8 @@ _WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "bas
               "train-cross-encoder": "run_train_cross_encoder", "score-pairs": "run_score_pairs",
               "train-bi-encoder": "run_train_bi_encoder", "bi-encoder-ablation": "run_bi_encoder_ablation",
               "embed": "run_embed", "recommend": "run_recommend",
-              "calibrate-evaluate": "run_calibrate_evaluate"}
+              "calibrate-evaluate": "run_calibrate_evaluate", "full-batch": "run_full_batch",
+              "daily-diff": "run_daily_diff"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -188,6 +188,7 @@ class EvaluationConfig:
     max_pairs: int = 50_000  # evaluation pairs sampled (by hash) from the segment and from the click log
     output_dir: str = "reports"  # HTML + PNGs, also logged to MLflow
     judge_sample: int = 0  # final recommendations judged by the LLM (0 = skip; the CPU judge is slow)
+    judge_prompt: str = "v0"  # prompt version of that judgment: not the training judge's (self-enhancement bias)
     # gate: metric -> largest allowed drop of the challenger vs the champion (absolute, on the row's values)
     gate: Mapping[str, float] = field(default_factory=lambda: {"auc_truth": 0.01, "sales_kept": 0.02,
                                                                 "search_pass_rate": 0.02})

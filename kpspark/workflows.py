@@ -162,6 +162,22 @@ def run_recommend(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     return recommend(cfg, spark, show=3)
 
 
+def run_full_batch(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Every item -> ``recommendations`` (atomic overwrite, champion models from the registry) and the
+    processed table versions into ``pipeline_state`` (the daily diff's starting point)."""
+    from kpspark.production.diff import run_full_batch as full
+
+    return full(cfg, spark, show=3)
+
+
+def run_daily_diff(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Only what changed in ``items`` / ``keyphrases`` since the last run (Delta Change Data Feed), MERGEd
+    into ``recommendations`` in one commit; then the processed versions advance."""
+    from kpspark.production.diff import run_daily_diff as diff
+
+    return diff(cfg, spark)
+
+
 def run_calibrate_evaluate(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     """The offline evaluation report (the paper's Table 1 for every recipe, agreement, debiasing,
     retrieval, plots; HTML under ``evaluation.output_dir`` and in MLflow), then the promotion gate:
@@ -187,7 +203,7 @@ def run_demo(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     out["scores"] = run_score_pairs(cfg, spark)
     out["bi_encoder"] = run_train_bi_encoder(cfg, spark)
     out["embeddings"] = run_embed(cfg, spark)
-    out["recommendations"] = run_recommend(cfg, spark)
+    out["recommendations"] = run_full_batch(cfg, spark)  # also the daily diff's starting point
     if cfg.evaluation.recipes:
         out["evaluation"] = run_calibrate_evaluate(cfg, spark)
     return out

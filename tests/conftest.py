@@ -75,7 +75,7 @@ def pipeline(spark, tmp_path_factory):
                                        recall_k=(10, 50)),
         retrieval=dataclasses.replace(cfg.retrieval, k=20, top_n=10),
         # the report compares the production row (search recipe, trained here) with the demo's recipe
-        evaluation=dataclasses.replace(cfg.evaluation, recipes=("search", "click_search"),
+        evaluation=dataclasses.replace(cfg.evaluation, recipes=("search", "click_search"), judge_sample=6,
                                        output_dir=str(tmp / "reports")))
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")

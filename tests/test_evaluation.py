@@ -105,6 +105,9 @@ def test_report_reproduces_table1_for_every_recipe_and_renders(spark, evaluated)
     r = ev["retrieval"]
     assert 0 <= r["recall_clicks_in_recommendations"] <= 1 and 0 < r["keyphrase_coverage"] <= 1
     assert any(k.startswith("be_recall_click") for k in r["bi_encoder_recall"])
+    # the LLM judged a sample of the recommendations and as many random candidates, with a different prompt
+    assert r["judge_prompt"] == "v0" and r["llm_judged_recommendations"] + r["llm_errors_recommendations"] == 6
+    assert 0.0 <= r["llm_precision_recommendations"] <= 1.0
     # everything is in MLflow
     run = mlflow.get_run(ev["run_id"])
     assert run.data.metrics["search.threshold"] == pytest.approx(ev["rows"]["search"]["threshold"])

@@ -20,6 +20,7 @@ pair_scores        item_id, keyphrase_id, model_name,      cross-encoder scores
                    model_version
 recommendations    item_id, keyphrase_id                   the served keyphrases per item
 quarantine         (append only)                           rejected rows with a reason
+pipeline_state     name                                    last processed table versions of the jobs
 =================  ======================================  ==========================================
 """
 from __future__ import annotations
@@ -160,9 +161,16 @@ QUARANTINE = TableSchema(
        ("batch_id", StringType(), True), ("quarantined_at", TimestampType(), True)),
 )
 
+PIPELINE_STATE = TableSchema(
+    "pipeline_state",
+    _s(("name", StringType(), False), ("version", LongType(), True), ("details", StringType(), True),
+       ("updated_at", TimestampType(), True)),
+    keys=("name",), required=("name",),
+)
+
 SCHEMAS: dict[str, TableSchema] = {s.name: s for s in (
     ITEMS, KEYPHRASES, CLICKS, SEARCH_RELEVANCE, HUMAN_LABELS, GROUND_TRUTH, PAIRS, LLM_LABELS, PAIR_SCORES,
-    RECOMMENDATIONS, QUARANTINE, ITEM_EMBEDDINGS, KEYPHRASE_EMBEDDINGS, KEYPHRASE_MAP,
+    RECOMMENDATIONS, QUARANTINE, ITEM_EMBEDDINGS, KEYPHRASE_EMBEDDINGS, KEYPHRASE_MAP, PIPELINE_STATE,
 )}
 
 # Embedding arrays (used by the bi-encoder stages); kept here so column types are defined once.

@@ -66,8 +66,11 @@ def eval_frames(spark: "SparkSession", cfg: Config) -> tuple["DataFrame", "DataF
     if cfg.evaluation.holdout:
         items = items.where(validation_items(seed=cfg.sample.seed))
     kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
-    raw = tables.read_table(spark, cfg, "clicks").groupBy("item_id", "keyphrase_id").agg(
-        F.sum("clicks").cast("double").alias("clicks"), F.sum("sales").alias("sales"))
+    if tables.exists(spark, cfg, "clicks"):
+        raw = tables.read_table(spark, cfg, "clicks").groupBy("item_id", "keyphrase_id").agg(
+            F.sum("clicks").cast("double").alias("clicks"), F.sum("sales").alias("sales"))
+    else:  # a human-rated dataset without a click log: agreement figures only
+        raw = spark.createDataFrame([], "item_id long, keyphrase_id long, clicks double, sales double")
     clicked = raw.where(F.col("clicks") > 0)
     clicks = _sample(clicked.join(items.select("item_id"), "item_id"), cfg.evaluation.max_pairs) \
         .join(items, "item_id").join(kps, "keyphrase_id")
@@ -196,6 +199,34 @@ def retrieval_figures(spark: "SparkSession", cfg: Config) -> dict[str, Any]:
     return out
 
 
+def judged_precision(spark: "SparkSession", cfg: Config, n: int) -> dict[str, Any]:
+    """LLM-judged precision of ``n`` final recommendations next to ``n`` random candidate pairs (the same
+    judge, prompt ``evaluation.judge_prompt``, so the difference is what the pipeline adds)."""
+    import dataclasses
+
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+    from kpspark.labeling.workflow import build_judge, candidate_pairs
+
+    if n <= 0 or not tables.exists(spark, cfg, "recommendations"):
+        return {}
+    items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
+    recs = tables.read_table(spark, cfg, "recommendations").select("item_id", "keyphrase_id", "keyphrase")
+    recs = recs.orderBy(F.xxhash64("item_id", "keyphrase_id", F.lit(1))).limit(n).join(items, "item_id")
+    cands = candidate_pairs(spark, cfg).orderBy(F.xxhash64("item_id", "keyphrase_id", F.lit(2))).limit(n)
+    judge = build_judge(dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, prompt_version=cfg.evaluation.judge_prompt)))
+    out: dict[str, Any] = {"judge": judge.judgeModelName(), "judge_prompt": cfg.evaluation.judge_prompt}
+    for name, df in (("recommendations", recs), ("candidates", cands)):
+        got = judge.transform(df.select("item_id", "keyphrase_id", "keyphrase", "title", "category")).toPandas()
+        ok = got[got["error"].isna()]
+        out[f"llm_precision_{name}"] = float(ok["label"].mean()) if len(ok) else float("nan")
+        out[f"llm_mean_p_yes_{name}"] = float(ok["p_yes"].mean()) if len(ok) else float("nan")
+        out[f"llm_judged_{name}"] = int(len(ok))
+        out[f"llm_errors_{name}"] = int(len(got) - len(ok))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- plots + HTML
 
 def _plots(clicks: pd.DataFrame, segment: pd.DataFrame, rows: dict[str, dict[str, Any]], out: Path) -> list[str]:
@@ -287,7 +318,7 @@ def write_html(out: Path, table: pd.DataFrame, baseline: str, skipped: dict[str,
     """``report.html``: the paper's table, agreement/debiasing, retrieval figures, plots."""
     t1 = table[["variant", "d_keyphrases", "d_sales", "d_search_pass_rate", "threshold"]].rename(columns={
         "d_keyphrases": "# keyphrases", "d_sales": "sales", "d_search_pass_rate": "search pass rate"})
-    absolute = [c for c in ("variant", "threshold", "clicks_kept", "sales_kept", "keyphrases_kept",
+    absolute = [c for c in ("variant", "threshold", "threshold_rule", "clicks_kept", "sales_kept", "keyphrases_kept",
                             "keyphrases_kept_share", "search_pass_rate", "auc_truth", "kappa_truth",
                             "accuracy_truth", "auc_human", "kappa_human", "accuracy_human",
                             "unclicked_relevant_kept", "irrelevant_kept", "click_concordance") if c in table]
@@ -350,6 +381,7 @@ def run_evaluate(cfg: Config, spark: "SparkSession", output_dir: str | None = No
         logger.warning("baseline %r was not evaluated; the table is relative to jaccard", ev.baseline)
     table = offline.relative_table(rows, baseline)
     retrieval = retrieval_figures(spark, cfg)
+    retrieval.update(judged_precision(spark, cfg, ev.judge_sample))
     out = Path(output_dir or ev.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = _plots(cp, sp, rows, out)

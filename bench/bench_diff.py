@@ -1,0 +1,81 @@
+"""Benchmark: the daily diff's wall time against the full batch's on the same tables (issue: diff cost).
+
+Builds once (under ``.cache/bench-diff``) a sample lakehouse with quickly trained models (bert-tiny
+cross-encoder on clicks + search negatives, the 2-layer MiniLM student) and the embeddings; then in one
+process: times ``run_full_batch`` over every item (the baseline), revises ``--revised`` of the items'
+titles (1% by default, a MERGE into ``items``), and times ``run_daily_diff``. Writes
+``bench/results/diff.json`` with both times, the ratio (target <= 5%) and the rows each wrote.
+
+    python bench/bench_diff.py [--size medium] [--revised 0.01]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+
+from _common import REPO, bench_cfg, machine_info, write_result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=str(REPO / ".cache" / "bench-diff"))
+    ap.add_argument("--size", default="medium")
+    ap.add_argument("--revised", type=float, default=0.01)
+    args = ap.parse_args()
+
+    from pyspark.sql import functions as F
+
+    from kpspark import workflows
+    from kpspark.data import tables
+    from kpspark.production.diff import run_daily_diff, run_full_batch
+    from kpspark.session import get_spark
+
+    work = Path(args.work) / args.size
+    cores = os.cpu_count() or 2
+    cfg = bench_cfg(work, cores, [
+        f"sample.size={args.size}", "cross_encoder.recipe=click_search", "cross_encoder.epochs=1",
+        "cross_encoder.max_train_pairs=20000", "bi_encoder.init=minilm2", "bi_encoder.max_pairs_per_task=2000",
+        "bi_encoder.dims=[384,128]", "bi_encoder.dim=128", "retrieval.calibrate=false"])
+    spark = get_spark(cfg, app_name="kpspark-bench-diff")
+    ready = work / "READY"
+    if not ready.exists():  # build the lakehouse and models once
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        workflows.run_generate_sample(cfg, spark)
+        workflows.run_train_cross_encoder(cfg, spark)
+        workflows.run_score_pairs(cfg, spark)
+        workflows.run_train_bi_encoder(cfg, spark)
+        workflows.run_embed(cfg, spark)
+        ready.write_text("ok")
+    n_items = tables.read_table(spark, cfg, "items").count()
+    n_kps = tables.read_table(spark, cfg, "keyphrases").count()
+
+    t0 = time.time()
+    full = run_full_batch(cfg, spark)
+    t_full = time.time() - t0
+
+    items = tables.read_table(spark, cfg, "items")
+    revised = items.where(F.pmod(F.xxhash64("item_id", F.lit(7)), F.lit(10_000)) < int(args.revised * 10_000)) \
+        .withColumn("title", F.concat(F.col("title"), F.lit(" (revised)")))
+    n_rev = tables.upsert(spark, cfg, "items", revised).rows_written
+
+    t0 = time.time()
+    diff = run_daily_diff(cfg, spark)
+    t_diff = time.time() - t0
+    write_result(REPO / "bench" / "results" / "diff.json", {
+        "benchmark": "daily diff vs full batch on the same tables",
+        "items": n_items, "keyphrases": n_kps, "revised_items": n_rev, "revised_share": n_rev / n_items,
+        "full_batch_s": round(t_full, 1), "full_batch_recommendations": full["recommendations"],
+        "diff_s": round(t_diff, 1), "diff_rows_upserted": diff["rows_upserted"], "diff_rows_deleted": diff["rows_deleted"],
+        "diff_to_full_ratio": round(t_diff / t_full, 4), "target_ratio": 0.05,
+        "full_items_per_s_per_core": round(n_items / t_full / cores, 1),
+        "diff_items_per_s_per_core": round(n_rev / t_diff / cores, 2),
+        "cores": cores, "machine": machine_info()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

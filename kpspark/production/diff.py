@@ -1,0 +1,272 @@
+"""Full-batch and daily-diff recommendation jobs.
+
+**Full batch** (:func:`run_full_batch`): pins the versions of ``items`` and ``keyphrases`` it reads,
+runs :func:`kpspark.retrieval.workflow.run_recommend` on that snapshot (atomic overwrite of
+``recommendations``, models by alias from the registry), then records in ``pipeline_state`` the
+versions it covered together with the index and threshold it used.
+
+**Daily diff** (:func:`run_daily_diff`): reads only what changed since those versions through Delta's
+Change Data Feed and MERGEs the consequences into ``recommendations`` in **one** commit:
+
+* new or revised items: re-embedded (``item_embeddings``) and run through the same pipeline against
+  the whole index; their old rows are replaced;
+* deleted items: their rows are removed;
+* new or revised keyphrases: embedded, de-duplicated, the index rebuilt; the new canonical keyphrases are
+  searched for **all** items the other way round (an index of only the new keyphrases, queried with
+  the stored item embeddings of the same category), scored, and merged into each item's list when they
+  beat its current weakest keyphrase (the list is re-cut to ``top_n`` by CE score);
+* deleted keyphrases: their rows are removed (the list is not back-filled until the item changes or the
+  next full batch).
+
+Only then is ``pipeline_state`` advanced. A crash anywhere before that leaves the state at the old
+versions; the rerun recomputes the same diff (the same inputs give the same rows) and the MERGE
+converges to the same table: at-least-once computation, exactly-once effect.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from kpspark.config import Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+#: The ``pipeline_state`` rows the jobs keep.
+ITEMS_STATE, KEYPHRASES_STATE = "recommendations.items", "recommendations.keyphrases"
+#: Columns that make a recommendation row's content (the checksum ignores run id and timestamps).
+CONTENT = ("item_id", "keyphrase_id", "keyphrase", "ce_score", "rank", "retriever_version", "ce_version")
+
+
+class StateMissing(RuntimeError):
+    """The diff has no starting point: run the full batch first."""
+
+
+def read_state(spark: "SparkSession", cfg: Config) -> dict[str, dict[str, Any]]:
+    """``{name: {"version": v, **details}}`` from ``pipeline_state`` (empty when it does not exist)."""
+    from kpspark.data import tables
+
+    if not tables.exists(spark, cfg, "pipeline_state"):
+        return {}
+    return {r["name"]: {"version": r["version"], **json.loads(r["details"] or "{}")}
+            for r in tables.read_table(spark, cfg, "pipeline_state").collect()}
+
+
+def write_state(spark: "SparkSession", cfg: Config, versions: dict[str, int], details: dict[str, Any]) -> None:
+    """MERGE the processed versions (one commit for both rows)."""
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+
+    rows = [(name, int(v), json.dumps(details, default=str)) for name, v in versions.items()]
+    df = spark.createDataFrame(rows, "name string, version long, details string") \
+        .withColumn("updated_at", F.current_timestamp())
+    tables.upsert(spark, cfg, "pipeline_state", df)
+
+
+def content_checksum(df: "DataFrame") -> dict[str, Any]:
+    """Row count and an order-independent checksum of the content columns (scores rounded to 1e-6)."""
+    from pyspark.sql import functions as F
+
+    cols = [F.round("ce_score", 6).cast("string") if c == "ce_score" else F.col(c).cast("string") for c in CONTENT]
+    row = df.select(F.xxhash64(*cols).alias("h")).agg(F.count("*").alias("n"),
+                                                      F.sum(F.col("h").cast("decimal(38,0)")).alias("s")).first()
+    return {"rows": int(row["n"]), "checksum": str(row["s"])}
+
+
+def run_full_batch(cfg: Config, spark: "SparkSession", show: int = 0) -> dict[str, Any]:
+    """Every item of a pinned snapshot -> ``recommendations`` (atomic overwrite); records the state."""
+    from kpspark.data import tables
+    from kpspark.retrieval.workflow import run_recommend
+
+    v_items, v_kps = tables.version(spark, cfg, "items"), tables.version(spark, cfg, "keyphrases")
+    items = tables.read_table(spark, cfg, "items", version=v_items)
+    out = run_recommend(cfg, spark, items=items, show=show)
+    if tables.version(spark, cfg, "keyphrases") != v_kps:  # the index read a newer keyphrase snapshot
+        logger.warning("keyphrases changed during the full batch; the next diff re-applies those changes")
+    write_state(spark, cfg, {ITEMS_STATE: v_items, KEYPHRASES_STATE: v_kps},
+                {"index_uri": out["index_uri"], "threshold": out["threshold"], "run_id": out["run_id"],
+                 "recommendations_version": tables.version(spark, cfg, "recommendations"), "job": "full_batch"})
+    out.update({"items_version": v_items, "keyphrases_version": v_kps})
+    return out
+
+
+def _changes(spark: "SparkSession", cfg: Config, name: str, key: str, start: int, end: int
+             ) -> tuple["DataFrame", "DataFrame"]:
+    """(upserted keys, deleted keys) of ``name`` between versions ``start`` (exclusive) and ``end``: the
+    last change of each key decides."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+
+    empty = spark.createDataFrame([], f"{key} long")
+    if end <= start:
+        return empty, empty
+    ch = tables.read_changes(spark, cfg, name, start + 1, end).where(F.col("_change_type") != "update_preimage")
+    w = Window.partitionBy(key).orderBy(F.desc("_commit_version"),
+                                        F.when(F.col("_change_type") == "delete", 0).otherwise(1))
+    last = ch.withColumn("_r", F.row_number().over(w)).where("_r = 1")
+    ups = last.where(F.col("_change_type") != "delete").select(key)
+    dels = last.where(F.col("_change_type") == "delete").select(key)
+    return ups, dels
+
+
+def _ranked(df: "DataFrame", top_n: int) -> "DataFrame":
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy("item_id").orderBy(F.desc("ce_score"), F.desc("retriever_score"), F.asc("keyphrase_id"))
+    return df.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n)
+
+
+def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = None) -> dict[str, Any]:
+    """Apply the changes since the last processed versions (see the module doc). ``fail_after`` (tests
+    only) raises after the named step: ``merge`` (recommendations written, state not advanced)."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from kpspark.biencoder.workflow import run_embed
+    from kpspark.data import tables
+    from kpspark.registry import models, tracking
+    from kpspark.retrieval.retriever import KeyphraseRetriever
+    from kpspark.retrieval.workflow import build_recommendation_pipeline, run_build_index
+
+    t0 = time.time()
+    state = read_state(spark, cfg)
+    if ITEMS_STATE not in state or KEYPHRASES_STATE not in state:
+        raise StateMissing("no processed versions in pipeline_state: run the full batch (jobs/full_batch.py) first")
+    r = cfg.retrieval
+    v0_items, v0_kps = int(state[ITEMS_STATE]["version"]), int(state[KEYPHRASES_STATE]["version"])
+    v1_items, v1_kps = tables.version(spark, cfg, "items"), tables.version(spark, cfg, "keyphrases")
+    details = dict(state[ITEMS_STATE])
+    details.pop("version", None)
+    if (v1_items, v1_kps) == (v0_items, v0_kps):
+        return {"changed": False, "items_version": v1_items, "keyphrases_version": v1_kps,
+                "seconds": round(time.time() - t0, 1)}
+    item_ups, item_dels = _changes(spark, cfg, "items", "item_id", v0_items, v1_items)
+    kp_ups, kp_dels = _changes(spark, cfg, "keyphrases", "keyphrase_id", v0_kps, v1_kps)
+    item_ups, item_dels, kp_ups, kp_dels = (d.localCheckpoint() for d in (item_ups, item_dels, kp_ups, kp_dels))
+    counts = {"items_upserted": item_ups.count(), "items_deleted": item_dels.count(),
+              "keyphrases_upserted": kp_ups.count(), "keyphrases_deleted": kp_dels.count()}
+    items_now = tables.read_table(spark, cfg, "items", version=v1_items)
+    kps_now = tables.read_table(spark, cfg, "keyphrases", version=v1_kps)
+    changed_items = items_now.join(item_ups, "item_id").select("item_id", "title", "category")
+    new_kps = kps_now.join(kp_ups, "keyphrase_id")
+
+    # embeddings of what changed (MERGE: a rerun rewrites the same vectors)
+    empty_items = items_now.limit(0)
+    run_embed(cfg, spark, items=changed_items if counts["items_upserted"] else empty_items,
+              keyphrases=new_kps if counts["keyphrases_upserted"] else kps_now.limit(0))
+    if counts["items_deleted"]:
+        tables.delete_keys(spark, cfg, "item_embeddings", item_dels)
+    index_uri, threshold = details["index_uri"], float(details["threshold"])
+    if counts["keyphrases_upserted"] or counts["keyphrases_deleted"]:
+        if counts["keyphrases_deleted"]:
+            tables.delete_keys(spark, cfg, "keyphrase_embeddings", kp_dels)
+        index_uri = run_build_index(cfg, spark)["index_uri"]  # the next changed items see the new keyphrases
+    be_v = models.get_version(cfg, cfg.models.bi_encoder, cfg.models.serving_alias)
+    ce_v = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
+    pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold)
+    stamp = dict(retriever_version=f"{cfg.models.bi_encoder}/{be_v}", ce_version=f"{cfg.models.cross_encoder}/{ce_v}")
+
+    with tracking.start_run(cfg, "daily-diff", spark=spark, tables=["items", "keyphrases", "recommendations"],
+                            tags={"kind": "daily_diff"}) as run:
+        cols = ["item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score"]
+        # 1. changed items against the whole (new) index
+        fresh = _ranked(pipe.transform(changed_items).select(*cols), r.top_n) if counts["items_upserted"] else None
+        # 2. new canonical keyphrases against every other item, the other way round
+        # the recommendations as the last successful job left them (time travel): a rerun after a crash
+        # computes exactly what the crashed run computed, whatever the crashed run already wrote
+        current = tables.read_table(spark, cfg, "recommendations", version=int(details["recommendations_version"]))
+        touched = item_ups.unionByName(item_dels).distinct()
+        extra = None
+        if counts["keyphrases_upserted"]:
+            canon = tables.read_table(spark, cfg, "keyphrase_map").where("keyphrase_id = canonical_id") \
+                .select("keyphrase_id")
+            new_canon = canon.join(kp_ups, "keyphrase_id")
+            emb = tables.read_table(spark, cfg, "keyphrase_embeddings").join(new_canon, "keyphrase_id") \
+                .join(kps_now.select("keyphrase_id", "text"), "keyphrase_id")
+            if emb.limit(1).count():
+                import tempfile
+
+                rev = KeyphraseRetriever(indexDir=tempfile.mkdtemp(prefix="kpspark-diff-index-"), shardBy=r.shard_by,
+                                         numHashShards=r.num_hash_shards, k=r.k, fallback="none",
+                                         idCol="keyphrase_id", indexKind="flat").fit(emb)
+                others = tables.read_table(spark, cfg, "item_embeddings").join(touched, "item_id", "left_anti")
+                rev.set(rev.embeddingCol, "embedding")
+                cands = rev.transform(others.select("item_id", "category", "embedding"))
+                # only candidates that beat the item's weakest current keyphrase (or fill a short list)
+                floor = current.groupBy("item_id").agg(F.min("retriever_score").alias("_floor"),
+                                                       F.count("*").alias("_n"))
+                cands = cands.join(floor, "item_id", "left").where(
+                    F.col("_floor").isNull() | (F.col("_n") < r.top_n) | (F.col("retriever_score") >= F.col("_floor")))
+                texts = items_now.select("item_id", "title", "category")
+                scored = pipe.stages[2].transform(cands.select("item_id", "keyphrase_id", "keyphrase",
+                                                               "retriever_score").join(texts, "item_id"))
+                kept = pipe.stages[3].transform(scored).select(*cols)
+                affected = kept.select("item_id").distinct()
+                old = current.join(affected, "item_id").join(kp_dels, "keyphrase_id", "left_anti").select(*cols)
+                extra = _ranked(old.unionByName(kept).dropDuplicates(["item_id", "keyphrase_id"]), r.top_n)
+        # 3. the desired rows of every affected item, and a MERGE that makes the table match them
+        desired = [d for d in (fresh, extra) if d is not None]
+        want = desired[0] if desired else None
+        for d in desired[1:]:
+            want = want.unionByName(d)
+        want_rows = (want.select(*cols, "rank", F.lit(stamp["retriever_version"]).alias("retriever_version"),
+                                 F.lit(stamp["ce_version"]).alias("ce_version"),
+                                 F.lit(run.info.run_id).alias("run_id"), F.current_timestamp().alias("created_at"))
+                     if want is not None else None)
+        merged = _merge_recommendations(spark, cfg, current, want_rows, touched, kp_dels)
+        if fail_after == "merge":
+            raise RuntimeError("injected failure after the recommendations MERGE (state not advanced)")
+        write_state(spark, cfg, {ITEMS_STATE: v1_items, KEYPHRASES_STATE: v1_kps},
+                    {"index_uri": index_uri, "threshold": threshold, "run_id": run.info.run_id, "job": "daily_diff",
+                     "recommendations_version": tables.version(spark, cfg, "recommendations")})
+        figures = {**counts, **merged, "seconds": round(time.time() - t0, 1)}
+        mlflow.log_metrics({f"diff_{k}": float(v) for k, v in figures.items()})
+        mlflow.log_params({"items_from": v0_items, "items_to": v1_items, "keyphrases_from": v0_kps,
+                           "keyphrases_to": v1_kps})
+    return {"changed": True, "run_id": run.info.run_id, "items_version": v1_items, "keyphrases_version": v1_kps,
+            "index_uri": index_uri, **figures}
+
+
+def _merge_recommendations(spark: "SparkSession", cfg: Config, current: "DataFrame", want: "DataFrame | None",
+                           touched: "DataFrame", kp_dels: "DataFrame") -> dict[str, int]:
+    """One MERGE: rows of ``want`` are upserted; rows of ``current`` for touched items (changed or deleted),
+    for items in ``want`` that are no longer wanted, and for deleted keyphrases are deleted."""
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+
+    current = current.select("item_id", "keyphrase_id")
+    scope = touched
+    if want is not None:
+        scope = scope.unionByName(want.select("item_id")).distinct()
+    stale = current.join(scope, "item_id")
+    if want is not None:
+        stale = stale.join(want.select("item_id", "keyphrase_id"), ["item_id", "keyphrase_id"], "left_anti")
+    stale = stale.unionByName(current.join(kp_dels, "keyphrase_id").select("item_id", "keyphrase_id")).distinct()
+    schema = tables.read_table(spark, cfg, "recommendations").schema
+    dels = stale.select(*[F.col(c) if c in ("item_id", "keyphrase_id") else F.lit(None).cast(schema[c].dataType)
+                          .alias(c) for c in schema.names]).withColumn("_action", F.lit("delete"))
+    source = dels
+    if want is not None:
+        source = want.select(*schema.names).withColumn("_action", F.lit("upsert")).unionByName(dels)
+    source = source.localCheckpoint()
+    n_up = source.where("_action = 'upsert'").count()
+    n_del = source.where("_action = 'delete'").count()
+    content = [c for c in schema.names if c not in ("item_id", "keyphrase_id", "run_id", "created_at")]
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content)
+    (tables.delta_table(spark, cfg, "recommendations").alias("t")
+     .merge(source.alias("s"), "t.item_id = s.item_id AND t.keyphrase_id = s.keyphrase_id")
+     .whenMatchedDelete(condition="s._action = 'delete'")
+     .whenMatchedUpdate(condition=f"s._action = 'upsert' AND ({changed})",
+                        set={c: f"s.`{c}`" for c in schema.names})
+     .whenNotMatchedInsert(condition="s._action = 'upsert'", values={c: f"s.`{c}`" for c in schema.names})
+     .execute())
+    return {"rows_upserted": n_up, "rows_deleted": n_del}

@@ -1,0 +1,105 @@
+"""Production jobs on a copy of the session's demo lakehouse: the demo ran the full batch (state
+recorded); here items and keyphrases change, the daily diff reads only those changes through the
+Change Data Feed, a crash after its MERGE is rerun, and the result equals an undisturbed run."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+from pyspark.sql import functions as F
+
+from kpspark.data import tables
+from kpspark.production import diff
+from tests.conftest import use_store
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(pipeline, monkeypatch):
+    """The copies share the session pipeline's MLflow store (its registered models and index)."""
+    use_store(monkeypatch, pipeline[2])
+
+
+def _copy(cfg, src, dst):
+    shutil.copytree(src, dst)
+    return dataclasses.replace(cfg, lakehouse=dataclasses.replace(cfg.lakehouse, root=str(dst)))
+
+
+@pytest.fixture(scope="module")
+def changed(spark, pipeline, tmp_path_factory):
+    """Two copies of the demo lakehouse with the same day of changes applied to both."""
+    cfg, out, tmp = pipeline
+    mp = pytest.MonkeyPatch()
+    use_store(mp, tmp)
+    base = tmp_path_factory.mktemp("production")
+    c1 = _copy(cfg, cfg.lakehouse.root, base / "crash")
+    items = tables.read_table(spark, c1, "items")
+    recs = tables.read_table(spark, c1, "recommendations")
+    ids = [r.item_id for r in recs.select("item_id").distinct().orderBy("item_id").limit(6).collect()]
+    revised, deleted = ids[:3], ids[3:5]
+    # revise three titles, delete two items
+    tables.upsert(spark, c1, "items", items.where(F.col("item_id").isin(revised))
+                  .withColumn("title", F.concat(F.lit("Refurbished "), F.col("title"))))
+    tables.delete_keys(spark, c1, "items", items.where(F.col("item_id").isin(deleted)).select("item_id"))
+    # delete two keyphrases that are recommended to other items, add five new ones
+    kp_del = [r.keyphrase_id for r in recs.where(~F.col("item_id").isin(ids)).groupBy("keyphrase_id").count()
+              .orderBy(F.desc("count"), "keyphrase_id").limit(2).collect()]
+    kps = tables.read_table(spark, c1, "keyphrases")
+    tables.delete_keys(spark, c1, "keyphrases", kps.where(F.col("keyphrase_id").isin(kp_del)).select("keyphrase_id"))
+    top = kps.agg(F.max("keyphrase_id")).first()[0]
+    new = (kps.join(recs.select(F.col("keyphrase").alias("text")).distinct(), "text").orderBy("keyphrase_id").limit(5)
+           .withColumn("keyphrase_id", F.col("keyphrase_id") + F.lit(top))
+           .withColumn("text", F.concat(F.col("text"), F.lit(" new"))).withColumn("normalized", F.lit(None).cast("string")))
+    tables.upsert(spark, c1, "keyphrases", new)
+    c2 = _copy(cfg, c1.lakehouse.root, base / "clean")
+    before = recs.toPandas()
+    yield c1, c2, {"revised": revised, "deleted": deleted, "kp_del": kp_del, "before": before}
+    mp.undo()
+
+
+def test_full_batch_recorded_the_state(spark, pipeline):
+    cfg, out, _ = pipeline
+    state = diff.read_state(spark, cfg)
+    assert state[diff.ITEMS_STATE]["version"] == tables.version(spark, cfg, "items")
+    assert state[diff.KEYPHRASES_STATE]["version"] == tables.version(spark, cfg, "keyphrases")
+    assert state[diff.ITEMS_STATE]["index_uri"] == out["recommendations"]["index_uri"]
+    assert state[diff.ITEMS_STATE]["threshold"] == out["recommendations"]["threshold"]
+
+
+def test_daily_diff_applies_only_the_changes_and_a_crashed_run_converges(spark, changed):
+    crash, clean, ch = changed
+    # the undisturbed run
+    res = diff.run_daily_diff(clean, spark)
+    assert res["changed"] and res["items_upserted"] == 3 and res["items_deleted"] == 2
+    assert res["keyphrases_upserted"] == 5 and res["keyphrases_deleted"] == 2
+    # the crashed run: the MERGE landed, the state did not advance
+    v0 = diff.read_state(spark, crash)[diff.ITEMS_STATE]["version"]
+    with pytest.raises(RuntimeError, match="injected failure"):
+        diff.run_daily_diff(crash, spark, fail_after="merge")
+    assert diff.read_state(spark, crash)[diff.ITEMS_STATE]["version"] == v0
+    rerun = diff.run_daily_diff(crash, spark)
+    assert rerun["changed"] and rerun["items_upserted"] == 3
+    a = diff.content_checksum(tables.read_table(spark, clean, "recommendations"))
+    b = diff.content_checksum(tables.read_table(spark, crash, "recommendations"))
+    assert a == b and a["rows"] > 0
+
+    got = tables.read_table(spark, clean, "recommendations").toPandas()
+    before = ch["before"]
+    assert not got["item_id"].isin(ch["deleted"]).any()  # deleted items: gone
+    assert not got["keyphrase_id"].isin(ch["kp_del"]).any()  # deleted keyphrases: gone
+    assert (got[got["item_id"].isin(ch["revised"])]["run_id"] == res["run_id"]).all()  # revised: recomputed
+    assert not got.duplicated(["item_id", "keyphrase_id"]).any()
+    # items nothing touched keep their rows exactly (same run id: not rewritten)
+    touched = set(got[got["run_id"] == res["run_id"]]["item_id"]) | set(ch["deleted"]) | set(ch["revised"])
+    untouched_before = before[~before["item_id"].isin(touched) & ~before["keyphrase_id"].isin(ch["kp_del"])]
+    untouched_after = got[~got["item_id"].isin(touched)]
+    key = ["item_id", "keyphrase_id", "run_id"]
+    assert set(map(tuple, untouched_before[key].to_numpy())) == set(map(tuple, untouched_after[key].to_numpy()))
+    # nothing changed since: the next diff is a no-op
+    assert diff.run_daily_diff(clean, spark)["changed"] is False
+
+
+def test_diff_without_a_full_batch_is_a_clear_error(spark, cfg):
+    tables.ensure_table(spark, cfg, "items")
+    with pytest.raises(diff.StateMissing, match="run the full batch"):
+        diff.run_daily_diff(cfg, spark)
