@@ -2,7 +2,6 @@
 gate on the session's demo pipeline (real models, real MLflow store)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -116,19 +115,40 @@ def test_report_reproduces_table1_for_every_recipe_and_renders(spark, evaluated)
     assert json.loads((Path(ev["report"]).parent / "report.json").read_text())["baseline"] == "search"
 
 
-def test_gate_refuses_a_worse_challenger_and_promotion_honours_it(spark, evaluated):
-    from kpspark.crossencoder.workflow import run_train_cross_encoder
+def _inverted_export(src: Path, dst: Path) -> Path:
+    """A copy of a cross-encoder export whose ONNX graphs negate the logit: a deliberately worse model
+    (it ranks pairs backwards) that still passes every load-time check."""
+    import shutil
+
+    import onnx
+    from onnx import helper
+
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.onnx"):
+        m = onnx.load(str(f))
+        out = m.graph.output[0].name
+        for node in m.graph.node:
+            node.output[:] = [o + "_raw" if o == out else o for o in node.output]
+        m.graph.node.append(helper.make_node("Neg", [out + "_raw"], [out]))
+        onnx.save(m, str(f))
+    return dst
+
+
+def test_gate_refuses_a_worse_challenger_and_promotion_honours_it(spark, evaluated, tmp_path):
+    from kpspark.crossencoder.scorer import local_model_dir
+    from kpspark.registry import tracking
+    from kpspark.registry.pyfunc import log_cross_encoder
 
     cfg, ev, tmp = evaluated
     name = cfg.models.cross_encoder
     champion = models.get_version(cfg, name, "champion")
-    # a deliberately worse challenger: a few steps at a learning rate too small to learn anything
-    worse = dataclasses.replace(cfg, cross_encoder=dataclasses.replace(cfg.cross_encoder, lr=1e-7, epochs=1.0,
-                                                                       max_train_pairs=256))
     challenger = models.get_version(cfg, name, "challenger")
-    res = run_train_cross_encoder(worse, spark)
+    worse = _inverted_export(local_model_dir(f"models:/{name}/{champion}"), tmp_path / "worse")
+    with tracking.start_run(cfg, "worse-challenger", tags={"kind": "cross_encoder"}):
+        info = log_cross_encoder(str(worse))
+    version = models.register(cfg, info.model_uri, name, alias="challenger", tags={"recipe": "inverted"})
     try:
-        _refused_then_forced(cfg, spark, name, champion, res["version"], tmp)
+        _refused_then_forced(cfg, spark, name, champion, version, tmp)
     finally:  # the session's other tests use the demo's challenger
         models.set_alias(cfg, name, "challenger", challenger)
 
