@@ -92,6 +92,7 @@ def eval_frames(spark: "SparkSession", cfg: Config) -> tuple["DataFrame", "DataF
 def resolve_variants(spark: "SparkSession", cfg: Config, train_missing: bool | None = None
                      ) -> tuple[dict[str, str], dict[str, str]]:
     """``({recipe: models:/name/version}, {recipe: why skipped})`` for ``evaluation.recipes``."""
+    from kpspark.crossencoder.export import ParityError
     from kpspark.crossencoder.workflow import model_name_for, run_train_cross_encoder
     from kpspark.registry import models
 
@@ -105,6 +106,9 @@ def resolve_variants(spark: "SparkSession", cfg: Config, train_missing: bool | N
         if version is None and train_missing:
             try:
                 version = run_train_cross_encoder(cfg, spark, recipe=recipe)["version"]
+            except ParityError as e:  # trained, but the int8 export does not match fp32: not registered
+                skipped[recipe] = f"trained, not registered: {e}"
+                continue
             except ValueError as e:  # the recipe's data has no usable mix of labels
                 skipped[recipe] = str(e)
                 continue

@@ -199,6 +199,7 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
                                          idCol="keyphrase_id", indexKind="flat").fit(emb)
                 others = tables.read_table(spark, cfg, "item_embeddings").join(touched, "item_id", "left_anti")
                 rev.set(rev.embeddingCol, "embedding")
+                rev.set(rev.idCol, "item_id")  # the fitted model queries with items
                 cands = rev.transform(others.select("item_id", "category", "embedding"))
                 # only candidates that beat the item's weakest current keyphrase (or fill a short list)
                 floor = current.groupBy("item_id").agg(F.min("retriever_score").alias("_floor"),
