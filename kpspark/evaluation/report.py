@@ -290,7 +290,7 @@ def _plots(clicks: pd.DataFrame, segment: pd.DataFrame, rows: dict[str, dict[str
         ax.bar(x + (i - 1) * 0.27, table[col].astype(float), width=0.27, label=label)
     ax.set_xticks(x, variants, rotation=15)
     ax.set(ylim=(0, 1.05), title="at each variant's 95%-click threshold")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach the top
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "table1_bars.png", dpi=110)
