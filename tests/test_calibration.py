@@ -47,3 +47,15 @@ def test_calibrator_global_and_per_category_and_save_load(spark, tmp_path):
     assert kept == int(marked["relevant"].sum())
     with pytest.raises(SchemaError, match="score"):
         ThresholdCalibrator(scoreCol="nope").fit(df)
+
+
+def test_click_weighted_calibration_keeps_the_share_of_clicks(spark):
+    """With a weight column the threshold keeps 95% of clicks, not of clicked pairs: many pairs with one
+    noisy click weigh less than a few pairs with many clicks."""
+    rows = [(0.9, 100.0)] * 10 + [(0.05, 1.0)] * 40  # 1,000 clicks on good pairs, 40 single noisy clicks
+    df = spark.createDataFrame(rows, "ce_score double, clicks double")
+    by_clicks = ThresholdCalibrator(weightCol="clicks").fit(df).getThreshold()
+    by_pairs = ThresholdCalibrator().fit(df).getThreshold()
+    assert by_clicks == pytest.approx(0.9) and by_pairs == pytest.approx(0.05)
+    with pytest.raises(SchemaError, match="clicks_missing"):
+        ThresholdCalibrator(weightCol="clicks_missing").fit(df)

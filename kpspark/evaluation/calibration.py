@@ -23,6 +23,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from kpspark.errors import SchemaError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from pyspark.sql import DataFrame
 
 
@@ -52,7 +53,10 @@ class _ThresholdParams(Params):
                                           TypeConverters.toFloat)
     minPositives: Param[int] = Param(Params._dummy(), "minPositives", "positives a category needs for its own "
                                      "threshold", TypeConverters.toInt)
-    _defaults: dict[str, Any] = dict(scoreCol="ce_score", categoryCol="", targetRetention=0.95, minPositives=50)
+    weightCol: Param[str] = Param(Params._dummy(), "weightCol", "click count column: retain a share of clicks, not "
+                                  "of clicked pairs ('' = count pairs)", TypeConverters.toString)
+    _defaults: dict[str, Any] = dict(scoreCol="ce_score", categoryCol="", targetRetention=0.95, minPositives=50,
+                                     weightCol="")
 
 
 class ThresholdCalibrator(Estimator, _ThresholdParams, DefaultParamsReadable, DefaultParamsWritable):
@@ -60,7 +64,7 @@ class ThresholdCalibrator(Estimator, _ThresholdParams, DefaultParamsReadable, De
 
     @keyword_only
     def __init__(self, *, scoreCol: str = "ce_score", categoryCol: str = "", targetRetention: float = 0.95,
-                 minPositives: int = 50) -> None:
+                 minPositives: int = 50, weightCol: str = "") -> None:
         super().__init__()
         self._setDefault(**self._defaults)
         self._set(**self._input_kwargs)
@@ -69,19 +73,28 @@ class ThresholdCalibrator(Estimator, _ThresholdParams, DefaultParamsReadable, De
         from pyspark.sql import functions as F
 
         g = self.getOrDefault
-        sc, cat = g(self.scoreCol), g(self.categoryCol)
-        for c in [sc] + ([cat] if cat else []):
+        from kpspark.evaluation.offline import weighted_threshold
+
+        sc, cat, wc = g(self.scoreCol), g(self.categoryCol), g(self.weightCol)
+        for c in [sc] + ([cat] if cat else []) + ([wc] if wc else []):
             if c not in dataset.columns:
                 raise SchemaError(f"ThresholdCalibrator: input lacks column {c!r}; found {dataset.columns}")
-        cols = [F.col(sc).cast("double").alias("s")] + ([F.col(cat).alias("c")] if cat else [])
+        cols = [F.col(sc).cast("double").alias("s"), (F.col(wc).cast("double") if wc else F.lit(1.0)).alias("w")] \
+            + ([F.col(cat).alias("c")] if cat else [])
         pdf = dataset.where(F.col(sc).isNotNull()).select(*cols).toPandas()
         target = g(self.targetRetention)
-        glob = retention_threshold(pdf["s"].to_numpy(), target)
+
+        def thr(part: "pd.DataFrame") -> float:
+            if not wc:
+                return retention_threshold(part["s"].to_numpy(), target)
+            return weighted_threshold(part["s"].to_numpy(), part["w"].fillna(0).to_numpy(), target)
+
+        glob = thr(pdf)
         per: dict[str, float] = {}
         if cat:
             for c, part in pdf.dropna(subset=["c"]).groupby("c"):
                 if len(part) >= g(self.minPositives):
-                    per[str(c)] = retention_threshold(part["s"].to_numpy(), target)
+                    per[str(c)] = thr(part)
         model = ThresholdModel(threshold=glob, categoryThresholds=json.dumps(per, sort_keys=True))
         self._copyValues(model)
         model.calibration_summary = {"positives": int(len(pdf)), "threshold": glob,  # type: ignore[attr-defined]

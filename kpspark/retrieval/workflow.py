@@ -108,16 +108,18 @@ def run_calibrate(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
 
     r = cfg.retrieval
     version = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
-    clicks = tables.read_table(spark, cfg, "clicks").where(F.col("clicks") > 0).select("item_id", "keyphrase_id") \
-        .distinct()
+    clicks = tables.read_table(spark, cfg, "clicks").where(F.col("clicks") > 0).groupBy("item_id", "keyphrase_id") \
+        .agg(F.sum("clicks").alias("clicks"))
     scores = tables.read_table(spark, cfg, "pair_scores").where(
         (F.col("model_name") == cfg.models.cross_encoder) & (F.col("model_version") == str(version)))
-    pos = clicks.join(scores, ["item_id", "keyphrase_id"]).select(F.col("score").alias("ce_score"))
+    pos = clicks.join(scores, ["item_id", "keyphrase_id"]).select(F.col("score").alias("ce_score"), "clicks")
     n = pos.count()
     if n == 0:
         logger.warning("no clicked pair has a CE score: using retrieval.threshold=%s", r.threshold)
         return {"threshold": r.threshold, "positives": 0, "calibrated": False}
-    model = ThresholdCalibrator(scoreCol="ce_score", targetRetention=r.click_retention).fit(pos)
+    # "95% of clicks" (click-weighted, as the evaluation report counts them) or of clicked pairs
+    weight = "clicks" if cfg.evaluation.weighting == "clicks" else ""
+    model = ThresholdCalibrator(scoreCol="ce_score", targetRetention=r.click_retention, weightCol=weight).fit(pos)
     with tracking.start_run(cfg, "calibrate-threshold", spark=spark, tables=["clicks", "pair_scores"],
                             tags={"kind": "calibration"}) as run:
         mlflow.log_params({"click_retention": r.click_retention, "ce_version": version})
