@@ -159,9 +159,7 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
     new_kps = kps_now.join(kp_ups, "keyphrase_id")
 
     # embeddings of what changed (MERGE: a rerun rewrites the same vectors)
-    empty_items = items_now.limit(0)
-    run_embed(cfg, spark, items=changed_items if counts["items_upserted"] else empty_items,
-              keyphrases=new_kps if counts["keyphrases_upserted"] else kps_now.limit(0))
+    run_embed(cfg, spark, items=changed_items, keyphrases=new_kps)  # empty frames when nothing changed
     if counts["items_deleted"]:
         tables.delete_keys(spark, cfg, "item_embeddings", item_dels)
     index_uri, threshold = details["index_uri"], float(details["threshold"])
