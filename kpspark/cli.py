@@ -59,7 +59,7 @@ _WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "bas
               "train-bi-encoder": "run_train_bi_encoder", "bi-encoder-ablation": "run_bi_encoder_ablation",
               "embed": "run_embed", "recommend": "run_recommend",
               "calibrate-evaluate": "run_calibrate_evaluate", "full-batch": "run_full_batch",
-              "daily-diff": "run_daily_diff"}
+              "daily-diff": "run_daily_diff", "streaming": "run_streaming"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -195,6 +195,17 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class StreamingConfig:
+    """The near-real-time job (``jobs/streaming.py``): item create/revise events from ``items``' Change Data Feed."""
+
+    checkpoint: str = ""  # '' = <lakehouse.root>/_checkpoints/items_stream
+    trigger: str = "processingTime"  # processingTime (a long-running query) | availableNow (drain what is there, stop)
+    interval: str = "1 minute"  # processingTime trigger interval
+    max_files_per_trigger: int = 100  # Delta commits' files read per micro-batch
+    query_name: str = "kpspark-items-nrt"  # also the MERGE's idempotency app id (with the batch id as its version)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; sections mirror the YAML files."""
 
@@ -210,6 +221,7 @@ class Config:
     bi_encoder: BiEncoderConfig = field(default_factory=BiEncoderConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-serializable)."""
@@ -337,6 +349,7 @@ _SECTION_TYPES: dict[str, type] = {
     "BatchConfig": BatchConfig, "LlmConfig": LlmConfig, "CrossEncoderConfig": CrossEncoderConfig,
     "BiEncoderConfig": BiEncoderConfig, "RetrievalConfig": RetrievalConfig,
     "EvaluationConfig": EvaluationConfig,
+    "StreamingConfig": StreamingConfig,
 }
 
 

@@ -178,6 +178,15 @@ def run_daily_diff(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     return diff(cfg, spark)
 
 
+def run_streaming(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Near-real-time: item create/revise/delete events from ``items``' Change Data Feed -> the same
+    pipeline -> an idempotent MERGE into ``recommendations`` per micro-batch (``streaming.trigger``:
+    ``availableNow`` drains and returns, ``processingTime`` runs until stopped)."""
+    from kpspark.production.streaming import run_streaming as stream
+
+    return stream(cfg, spark)
+
+
 def run_calibrate_evaluate(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     """The offline evaluation report (the paper's Table 1 for every recipe, agreement, debiasing,
     retrieval, plots; HTML under ``evaluation.output_dir`` and in MLflow), then the promotion gate:

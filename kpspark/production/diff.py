@@ -24,9 +24,11 @@ converges to the same table: at-least-once computation, exactly-once effect.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
@@ -99,7 +101,6 @@ def _changes(spark: "SparkSession", cfg: Config, name: str, key: str, start: int
              ) -> tuple["DataFrame", "DataFrame"]:
     """(upserted keys, deleted keys) of ``name`` between versions ``start`` (exclusive) and ``end``: the
     last change of each key decides."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from kpspark.data import tables
@@ -107,16 +108,25 @@ def _changes(spark: "SparkSession", cfg: Config, name: str, key: str, start: int
     empty = spark.createDataFrame([], f"{key} long")
     if end <= start:
         return empty, empty
-    ch = tables.read_changes(spark, cfg, name, start + 1, end).where(F.col("_change_type") != "update_preimage")
+    last = last_changes(tables.read_changes(spark, cfg, name, start + 1, end), key)
+    return last.where(F.col("_change_type") != "delete").select(key), \
+        last.where(F.col("_change_type") == "delete").select(key)
+
+
+def last_changes(changes: "DataFrame", key: str) -> "DataFrame":
+    """The last Change Data Feed row of each key (pre-images dropped; within one commit a delete comes
+    before an insert of the same key, so the insert wins)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    ch = changes.where(F.col("_change_type") != "update_preimage")
     w = Window.partitionBy(key).orderBy(F.desc("_commit_version"),
-                                        F.when(F.col("_change_type") == "delete", 0).otherwise(1))
-    last = ch.withColumn("_r", F.row_number().over(w)).where("_r = 1")
-    ups = last.where(F.col("_change_type") != "delete").select(key)
-    dels = last.where(F.col("_change_type") == "delete").select(key)
-    return ups, dels
+                                        F.when(F.col("_change_type") == "delete", 1).otherwise(0))
+    return ch.withColumn("_r", F.row_number().over(w)).where("_r = 1").drop("_r")
 
 
-def _ranked(df: "DataFrame", top_n: int) -> "DataFrame":
+def ranked(df: "DataFrame", top_n: int) -> "DataFrame":
+    """Each item's ``top_n`` rows by CE score (ties: retriever score, then keyphrase id), with ``rank``."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -176,7 +186,7 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
                             tags={"kind": "daily_diff"}) as run:
         cols = ["item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score"]
         # 1. changed items against the whole (new) index
-        fresh = _ranked(pipe.transform(changed_items).select(*cols), r.top_n) if counts["items_upserted"] else None
+        fresh = ranked(pipe.transform(changed_items).select(*cols), r.top_n) if counts["items_upserted"] else None
         # 2. new canonical keyphrases against every other item, the other way round
         # the recommendations as the last successful job left them (time travel): a rerun after a crash
         # computes exactly what the crashed run computed, whatever the crashed run already wrote
@@ -210,7 +220,7 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
                 kept = pipe.stages[3].transform(scored).select(*cols)
                 affected = kept.select("item_id").distinct()
                 old = current.join(affected, "item_id").join(kp_dels, "keyphrase_id", "left_anti").select(*cols)
-                extra = _ranked(old.unionByName(kept).dropDuplicates(["item_id", "keyphrase_id"]), r.top_n)
+                extra = ranked(old.unionByName(kept).dropDuplicates(["item_id", "keyphrase_id"]), r.top_n)
         # 3. the desired rows of every affected item, and a MERGE that makes the table match them
         desired = [d for d in (fresh, extra) if d is not None]
         want = desired[0] if desired else None
@@ -220,7 +230,7 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
                                  F.lit(stamp["ce_version"]).alias("ce_version"),
                                  F.lit(run.info.run_id).alias("run_id"), F.current_timestamp().alias("created_at"))
                      if want is not None else None)
-        merged = _merge_recommendations(spark, cfg, current, want_rows, touched, kp_dels)
+        merged = merge_recommendations(spark, cfg, want_rows, touched, kp_dels)
         if fail_after == "merge":
             raise RuntimeError("injected failure after the recommendations MERGE (state not advanced)")
         write_state(spark, cfg, {ITEMS_STATE: v1_items, KEYPHRASES_STATE: v1_kps},
@@ -234,22 +244,29 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
             "index_uri": index_uri, **figures}
 
 
-def _merge_recommendations(spark: "SparkSession", cfg: Config, current: "DataFrame", want: "DataFrame | None",
-                           touched: "DataFrame", kp_dels: "DataFrame") -> dict[str, int]:
-    """One MERGE: rows of ``want`` are upserted; rows of ``current`` for touched items (changed or deleted),
-    for items in ``want`` that are no longer wanted, and for deleted keyphrases are deleted."""
+def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame | None", touched: "DataFrame",
+                          kp_dels: "DataFrame | None" = None, txn: tuple[str, int] | None = None) -> dict[str, int]:
+    """One MERGE into ``recommendations``: rows of ``want`` are upserted (rewritten only when their content
+    changed); the table's rows for touched items (changed or deleted), for items in ``want`` that are no
+    longer wanted, and for deleted keyphrases are deleted. Stale rows are read from the live table, so a
+    rerun after a crash (or after the streaming job touched the same items) converges.
+
+    ``txn=(app_id, version)`` makes the commit idempotent with Delta's transaction identifiers: a MERGE
+    whose version is not above the last one committed by ``app_id`` is skipped (``skipped: 1``)."""
     from pyspark.sql import functions as F
 
     from kpspark.data import tables
 
-    current = current.select("item_id", "keyphrase_id")
+    current = tables.read_table(spark, cfg, "recommendations").select("item_id", "keyphrase_id")
     scope = touched
     if want is not None:
         scope = scope.unionByName(want.select("item_id")).distinct()
     stale = current.join(scope, "item_id")
     if want is not None:
         stale = stale.join(want.select("item_id", "keyphrase_id"), ["item_id", "keyphrase_id"], "left_anti")
-    stale = stale.unionByName(current.join(kp_dels, "keyphrase_id").select("item_id", "keyphrase_id")).distinct()
+    if kp_dels is not None:
+        stale = stale.unionByName(current.join(kp_dels, "keyphrase_id").select("item_id", "keyphrase_id"))
+    stale = stale.distinct()
     schema = tables.read_table(spark, cfg, "recommendations").schema
     dels = stale.select(*[F.col(c) if c in ("item_id", "keyphrase_id") else F.lit(None).cast(schema[c].dataType)
                           .alias(c) for c in schema.names]).withColumn("_action", F.lit("delete"))
@@ -261,11 +278,31 @@ def _merge_recommendations(spark: "SparkSession", cfg: Config, current: "DataFra
     n_del = source.where("_action = 'delete'").count()
     content = [c for c in schema.names if c not in ("item_id", "keyphrase_id", "run_id", "created_at")]
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content)
-    (tables.delta_table(spark, cfg, "recommendations").alias("t")
-     .merge(source.alias("s"), "t.item_id = s.item_id AND t.keyphrase_id = s.keyphrase_id")
-     .whenMatchedDelete(condition="s._action = 'delete'")
-     .whenMatchedUpdate(condition=f"s._action = 'upsert' AND ({changed})",
-                        set={c: f"s.`{c}`" for c in schema.names})
-     .whenNotMatchedInsert(condition="s._action = 'upsert'", values={c: f"s.`{c}`" for c in schema.names})
-     .execute())
-    return {"rows_upserted": n_up, "rows_deleted": n_del}
+    target = tables.delta_table(spark, cfg, "recommendations")
+    before = tables.version(spark, cfg, "recommendations")
+    merge = (target.alias("t")
+             .merge(source.alias("s"), "t.item_id = s.item_id AND t.keyphrase_id = s.keyphrase_id")
+             .whenMatchedDelete(condition="s._action = 'delete'")
+             .whenMatchedUpdate(condition=f"s._action = 'upsert' AND ({changed})",
+                                set={c: f"s.`{c}`" for c in schema.names})
+             .whenNotMatchedInsert(condition="s._action = 'upsert'", values={c: f"s.`{c}`" for c in schema.names}))
+    if txn is None:
+        merge.execute()
+        return {"rows_upserted": n_up, "rows_deleted": n_del}
+    with _txn_conf(spark, *txn):
+        merge.execute()
+    skipped = int(tables.version(spark, cfg, "recommendations") == before)
+    return {"rows_upserted": 0 if skipped else n_up, "rows_deleted": 0 if skipped else n_del, "skipped": skipped}
+
+
+@contextlib.contextmanager
+def _txn_conf(spark: "SparkSession", app_id: str, version: int) -> Iterator[None]:
+    """Delta's idempotent-DML session confs for the writes inside the block (always unset after)."""
+    keys = ("spark.databricks.delta.write.txnAppId", "spark.databricks.delta.write.txnVersion")
+    spark.conf.set(keys[0], app_id)
+    spark.conf.set(keys[1], str(int(version)))
+    try:
+        yield
+    finally:
+        for k in keys:
+            spark.conf.unset(k)

@@ -1,0 +1,147 @@
+"""Near-real-time recommendations for items just created or revised (``jobs/streaming.py``).
+
+A Structured Streaming query reads the Change Data Feed of ``items`` (from the version after the one
+the last full batch or daily diff covered, on its first start; from its checkpoint afterwards) and, in
+``foreachBatch``, runs each micro-batch's changed items through the same pipeline as the batch jobs
+(embedding -> ANN -> cross-encoder -> relevance filter -> top-n) and MERGEs the result into
+``recommendations``: the items' rows are replaced, deleted items' rows removed.
+
+Exactly-once effect: the MERGE carries Delta's transaction identifier ``(query_name, batch_id)``, so a
+micro-batch replayed after a crash (the checkpoint had not recorded it as done) is skipped by Delta
+if its MERGE had committed, and applied otherwise.
+
+The pipeline (index, threshold, model versions) is read from ``pipeline_state`` and the registry for
+every micro-batch, so a rebuilt index or a promoted model is picked up without restarting the query.
+The daily diff stays the authority: it re-applies the same item changes later (same rows, no-op
+updates), updates the embeddings tables, and handles keyphrase changes.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from kpspark.config import Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+logger = logging.getLogger(__name__)
+
+COLS = ("item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score")
+
+
+def checkpoint_location(cfg: Config) -> str:
+    """``streaming.checkpoint``, or ``<lakehouse.root>/_checkpoints/items_stream``."""
+    import os
+
+    if cfg.streaming.checkpoint:
+        return cfg.streaming.checkpoint
+    root = cfg.lakehouse.root
+    if "://" not in root and not root.startswith(("dbfs:", "/")):
+        root = os.path.abspath(root)
+    return f"{root.rstrip('/')}/_checkpoints/items_stream"
+
+
+def process_batch(cfg: Config, batch: "DataFrame", batch_id: int, run_id: str = "") -> dict[str, Any]:
+    """One micro-batch of ``items`` change rows -> one idempotent MERGE into ``recommendations``."""
+    from pyspark.sql import functions as F
+
+    from kpspark.production import diff
+    from kpspark.registry import models
+    from kpspark.retrieval.workflow import build_recommendation_pipeline
+
+    t0 = time.time()
+    spark = batch.sparkSession
+    last = diff.last_changes(batch, "item_id").localCheckpoint()
+    ups = last.where(F.col("_change_type") != "delete").select("item_id", "title", "category")
+    dels = last.where(F.col("_change_type") == "delete").select("item_id")
+    n_ups, n_dels = ups.count(), dels.count()
+    if not n_ups and not n_dels:
+        return {"batch_id": batch_id, "items_upserted": 0, "items_deleted": 0, "skipped": 0}
+    state = diff.read_state(spark, cfg)
+    if diff.ITEMS_STATE not in state:
+        raise diff.StateMissing("no pipeline_state: run the full batch (jobs/full_batch.py) before the stream")
+    details = state[diff.ITEMS_STATE]
+    pipe = build_recommendation_pipeline(cfg, details["index_uri"], threshold=float(details["threshold"]))
+    be_v = models.get_version(cfg, cfg.models.bi_encoder, cfg.models.serving_alias)
+    ce_v = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
+    want = None
+    if n_ups:
+        want = diff.ranked(pipe.transform(ups).select(*COLS), cfg.retrieval.top_n).select(
+            *COLS, "rank", F.lit(f"{cfg.models.bi_encoder}/{be_v}").alias("retriever_version"),
+            F.lit(f"{cfg.models.cross_encoder}/{ce_v}").alias("ce_version"), F.lit(run_id).alias("run_id"),
+            F.current_timestamp().alias("created_at"))
+    touched = ups.select("item_id").unionByName(dels)
+    merged = diff.merge_recommendations(spark, cfg, want, touched, txn=(cfg.streaming.query_name, batch_id))
+    out = {"batch_id": batch_id, "items_upserted": n_ups, "items_deleted": n_dels, **merged,
+           "seconds": round(time.time() - t0, 2)}
+    logger.info("streaming batch %s: %s", batch_id, out)
+    return out
+
+
+def start_stream(cfg: Config, spark: "SparkSession", run_id: str = "",
+                 on_batch: Any = None) -> "StreamingQuery":
+    """Start the query (not waiting). ``on_batch(result_dict)`` is called after every micro-batch."""
+    from kpspark.data import tables
+    from kpspark.production import diff
+
+    st = cfg.streaming
+    state = diff.read_state(spark, cfg)
+    if diff.ITEMS_STATE not in state:
+        raise diff.StateMissing("no pipeline_state: run the full batch (jobs/full_batch.py) before the stream")
+    start = int(state[diff.ITEMS_STATE]["version"]) + 1  # used on the first start only; then the checkpoint
+    ref = tables.ensure_table(spark, cfg, "items")
+    reader = (spark.readStream.format("delta").option("readChangeFeed", "true")
+              .option("startingVersion", start).option("maxFilesPerTrigger", st.max_files_per_trigger))
+    stream = reader.load(ref.location) if ref.is_path else reader.table(ref.location)
+
+    def _batch(df: "DataFrame", batch_id: int) -> None:
+        res = process_batch(cfg, df, batch_id, run_id=run_id)
+        if on_batch is not None:
+            on_batch(res)
+
+    writer = (stream.writeStream.queryName(st.query_name).option("checkpointLocation", checkpoint_location(cfg))
+              .foreachBatch(_batch))
+    if st.trigger == "availableNow":
+        writer = writer.trigger(availableNow=True)
+    elif st.trigger == "processingTime":
+        writer = writer.trigger(processingTime=st.interval)
+    else:
+        raise ValueError(f"streaming.trigger must be availableNow or processingTime, got {st.trigger!r}")
+    return writer.start()
+
+
+def run_streaming(cfg: Config, spark: "SparkSession", timeout_s: float | None = None) -> dict[str, Any]:
+    """Run the near-real-time job: with ``trigger: availableNow`` it drains the pending item changes and
+    returns; with ``processingTime`` it runs until stopped (or ``timeout_s``). Micro-batch figures go to
+    an MLflow run (step = batch id)."""
+    from mlflow.entities import Metric
+
+    from kpspark.registry import models, tracking
+
+    batches: list[dict[str, Any]] = []
+    with tracking.start_run(cfg, "streaming", spark=spark, tables=["items", "recommendations"],
+                            tags={"kind": "streaming"}) as run:
+        client = models.client(cfg)
+
+        def _log(res: dict[str, Any]) -> None:  # on the query's thread: the client, not the fluent API
+            batches.append(res)
+            now = int(time.time() * 1000)
+            client.log_batch(run.info.run_id, metrics=[
+                Metric(f"stream_{k}", float(v), now, int(res["batch_id"])) for k, v in res.items() if k != "batch_id"])
+
+        q = start_stream(cfg, spark, run_id=run.info.run_id, on_batch=_log)
+        try:
+            q.awaitTermination(timeout_s)
+        finally:
+            if q.isActive:
+                q.stop()
+        if q.exception() is not None:
+            raise RuntimeError(f"the streaming query failed: {q.exception()}")
+    return {"run_id": run.info.run_id, "batches": len(batches),
+            "items_upserted": sum(b["items_upserted"] for b in batches),
+            "items_deleted": sum(b["items_deleted"] for b in batches),
+            "rows_upserted": sum(b.get("rows_upserted", 0) for b in batches),
+            "checkpoint": checkpoint_location(cfg)}
