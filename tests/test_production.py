@@ -102,3 +102,47 @@ def test_diff_without_a_full_batch_is_a_clear_error(spark, cfg):
     tables.ensure_table(spark, cfg, "items")
     with pytest.raises(diff.StateMissing, match="run the full batch"):
         diff.run_daily_diff(cfg, spark)
+
+
+def test_streaming_updates_revised_items_once_per_batch_and_restarts_from_its_checkpoint(spark, pipeline, tmp_path):
+    from kpspark.production import streaming
+
+    cfg, _, _ = pipeline
+    lake = _copy(cfg, cfg.lakehouse.root, tmp_path / "stream")
+    lake = dataclasses.replace(lake, streaming=dataclasses.replace(
+        lake.streaming, trigger="availableNow", checkpoint=str(tmp_path / "checkpoint")))
+    before = tables.read_table(spark, lake, "recommendations").toPandas()
+    ids = sorted(before["item_id"].unique())[:3]
+    revised, deleted = ids[:2], ids[2]
+    items = tables.read_table(spark, lake, "items")
+    tables.upsert(spark, lake, "items", items.where(F.col("item_id").isin(revised))
+                  .withColumn("title", F.concat(F.lit("Refurbished "), F.col("title"))))
+    tables.delete_keys(spark, lake, "items", items.where(F.col("item_id") == int(deleted)).select("item_id"))
+
+    res = streaming.run_streaming(lake, spark)
+    assert res["batches"] >= 1 and res["items_upserted"] == 2 and res["items_deleted"] == 1
+    got = tables.read_table(spark, lake, "recommendations").toPandas()
+    assert not (got["item_id"] == deleted).any()
+    assert not got.duplicated(["item_id", "keyphrase_id"]).any()
+    mine = got[got["run_id"] == res["run_id"]]
+    assert set(mine["item_id"]) <= set(map(int, revised)) and len(mine) > 0
+    # every other item keeps its rows as the full batch wrote them
+    others_before = before[~before["item_id"].isin(ids)]
+    others_after = got[~got["item_id"].isin(ids)]
+    key = ["item_id", "keyphrase_id", "run_id"]
+    assert set(map(tuple, others_before[key].to_numpy())) == set(map(tuple, others_after[key].to_numpy()))
+
+    # restarted from its checkpoint with nothing new: no micro-batch, no commit
+    v = tables.version(spark, lake, "recommendations")
+    assert streaming.run_streaming(lake, spark)["batches"] == 0
+    assert tables.version(spark, lake, "recommendations") == v
+
+    # a replayed micro-batch (same batch id, as after a crash before the checkpoint's commit) is skipped by
+    # Delta's transaction id; only a new one commits
+    state = diff.read_state(spark, lake)[diff.ITEMS_STATE]
+    changes = tables.read_changes(spark, lake, "items", int(state["version"]) + 1)
+    replay = streaming.process_batch(lake, changes, batch_id=0, run_id="replay")
+    assert replay["skipped"] == 1 and tables.version(spark, lake, "recommendations") == v
+    again = streaming.process_batch(lake, changes, batch_id=10**6, run_id="replay")
+    assert again["skipped"] == 0 and tables.version(spark, lake, "recommendations") == v + 1
+    assert diff.content_checksum(tables.read_table(spark, lake, "recommendations"))["rows"] == len(got)
