@@ -1,0 +1,31 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # kpspark: Cross-encoder training
+# MAGIC
+# MAGIC Trains the 2-layer cross-encoder on the recipe in `cross_encoder.recipe` (LLM labels mixed with click positives / search negatives), exports ONNX (int8 with a parity check), logs and registers it in MLflow as `@challenger`.
+# MAGIC
+# MAGIC Widgets: `conf` (config files, comma-separated) and `set` (overrides, `key=value` separated by `;`).
+# MAGIC The notebook is thin: everything happens in `kpspark.workflows.run_train_cross_encoder`, which the spark-submit job calls too.
+
+# COMMAND ----------
+
+# Outside Databricks (plain Python, Jupyter, the tests) there is no `spark`/`dbutils`: make local ones.
+try:
+    spark, dbutils  # noqa: B018
+except NameError:
+    from kpspark.notebook import local_context
+
+    spark, dbutils = local_context()
+
+# COMMAND ----------
+
+dbutils.widgets.text("conf", "conf/cluster.yaml", "Config files")
+dbutils.widgets.text("set", "", "Overrides (key=value; ...)")
+
+# COMMAND ----------
+
+from kpspark import notebook, workflows
+
+cfg = notebook.config(dbutils.widgets.get("conf"), dbutils.widgets.get("set"))
+result = workflows.run_train_cross_encoder(cfg, spark)
+notebook.show(result)

@@ -1,0 +1,31 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # kpspark: Daily diff inference
+# MAGIC
+# MAGIC Only the items and keyphrases that changed since the last run (Delta Change Data Feed) are embedded, retrieved and scored; one MERGE into `recommendations`, then `pipeline_state` advances.
+# MAGIC
+# MAGIC Widgets: `conf` (config files, comma-separated) and `set` (overrides, `key=value` separated by `;`).
+# MAGIC The notebook is thin: everything happens in `kpspark.workflows.run_daily_diff`, which the spark-submit job calls too.
+
+# COMMAND ----------
+
+# Outside Databricks (plain Python, Jupyter, the tests) there is no `spark`/`dbutils`: make local ones.
+try:
+    spark, dbutils  # noqa: B018
+except NameError:
+    from kpspark.notebook import local_context
+
+    spark, dbutils = local_context()
+
+# COMMAND ----------
+
+dbutils.widgets.text("conf", "conf/cluster.yaml", "Config files")
+dbutils.widgets.text("set", "", "Overrides (key=value; ...)")
+
+# COMMAND ----------
+
+from kpspark import notebook, workflows
+
+cfg = notebook.config(dbutils.widgets.get("conf"), dbutils.widgets.get("set"))
+result = workflows.run_daily_diff(cfg, spark)
+notebook.show(result)
