@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SECTION = re.compile(r"^### (system|user)\s*$", re.MULTILINE)
 MAX_CHARS = {"keyphrase": 120, "category": 120, "title": 300}
@@ -51,11 +50,21 @@ def _parse(text: str, version: str) -> PromptTemplate:
 @lru_cache(maxsize=16)
 def load_template(version: str = "v1", path: str | None = None) -> PromptTemplate:
     """Load ``templates/judge_<version>.txt`` (or ``path``; then ``version`` names it)."""
-    file = Path(path) if path else TEMPLATE_DIR / f"judge_{version}.txt"
-    if not file.exists():
-        known = sorted(p.stem.removeprefix("judge_") for p in TEMPLATE_DIR.glob("judge_*.txt"))
+    if path:
+        file = Path(path)
+        if not file.exists():
+            raise ValueError(f"prompt template {path!r} does not exist")
+        return _parse(file.read_text(encoding="utf-8"), version)
+    # importlib.resources: also works when the package is imported from a zip (spark-submit --py-files)
+    from importlib.resources import files
+
+    templates = files("kpspark.labeling").joinpath("templates")
+    res = templates.joinpath(f"judge_{version}.txt")
+    if not res.is_file():
+        known = sorted(p.name[len("judge_"):-len(".txt")] for p in templates.iterdir()
+                       if p.name.startswith("judge_") and p.name.endswith(".txt"))
         raise ValueError(f"prompt version must be one of {known} (or give a template path), got {version!r}")
-    return _parse(file.read_text(encoding="utf-8"), version)
+    return _parse(res.read_text(encoding="utf-8"), version)
 
 
 def escape_field(value: object, max_chars: int) -> str:
