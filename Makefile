@@ -6,12 +6,13 @@ JARS   := .cache/jars/manifest.json
 CONF   ?= conf/local.yaml
 EXTRAS ?= dev
 
-.PHONY: setup jars demo report test test-fast bench clean help
+.PHONY: setup jars demo report test test-fast bench dist clean help
 
 help:
 	@echo "make demo    set up (venv, packages, jars) and run the end-to-end demo on the sample marketplace"
 	@echo "make test    set up and run the test suite"
 	@echo "make report  the offline evaluation report + promotion gate on the demo's lakehouse (after make demo)"
+	@echo "make dist    the package as a zip for spark-submit --py-files (dist/kpspark-<version>.zip)"
 	@echo "make jars    resolve the Delta Lake jars from Maven Central into .cache/jars (once)"
 	@echo "make clean   remove the demo's lakehouse/ and mlruns/"
 
@@ -38,6 +39,9 @@ report: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+dist: setup
+	$(PY) -m kpspark.package dist
 
 clean:
 	rm -rf lakehouse mlruns spark-warehouse

@@ -60,8 +60,8 @@ def test_notebooks_run_as_plain_python_on_local_spark(spark, pipeline, tmp_path,
               "bi_encoder.init=minilm2", "bi_encoder.max_pairs_per_task=64", "bi_encoder.epochs=0.5",
               "bi_encoder.eval_steps=10", "cross_encoder.epochs=4", "cross_encoder.batch_size=32",
               "cross_encoder.eval_steps=20", "cross_encoder.precision=fp32",
-              # the unit-test LLM backend (tests only; jobs and the demo use a real one)
-              "llm.backend=fake", "llm.sample_size=8", "llm.chunk_pairs=8",
+              # the real CPU teacher (jobs refuse the unit-test `fake` backend), on a handful of pairs
+              "llm.backend=transformers", "llm.sample_size=4", "llm.chunk_pairs=4",
               "evaluation.recipes=[click_search]", "evaluation.baseline=jaccard", "evaluation.train_missing=false",
               "evaluation.judge_sample=0", f"evaluation.output_dir={tmp_path / 'reports'}",
               "streaming.trigger=availableNow", f"streaming.checkpoint={tmp_path / 'checkpoint'}"]
