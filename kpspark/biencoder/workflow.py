@@ -207,9 +207,11 @@ def run_bi_encoder_ablation(cfg: Config, spark: "SparkSession", recipes: list[st
 
 
 def run_embed(cfg: Config, spark: "SparkSession", alias: str | None = None, items: "DataFrame | None" = None,
-              keyphrases: "DataFrame | None" = None) -> dict[str, Any]:
+              keyphrases: "DataFrame | None" = None, which: tuple[str, ...] = ("items", "keyphrases")
+              ) -> dict[str, Any]:
     """Embed items (``title [SEP] category``) and keyphrases at ``bi_encoder.dim`` with
-    ``models:/<bi_encoder>@<alias>`` and MERGE them into ``item_embeddings`` / ``keyphrase_embeddings``."""
+    ``models:/<bi_encoder>@<alias>`` and MERGE them into ``item_embeddings`` / ``keyphrase_embeddings``
+    (``items`` / ``keyphrases``: the rows to embed, default the whole tables; ``which``: the sides to do)."""
     from pyspark.sql import functions as F
 
     from kpspark.biencoder.embedder import TextEmbedder
@@ -226,13 +228,17 @@ def run_embed(cfg: Config, spark: "SparkSession", alias: str | None = None, item
                   batchSize=cfg.batch.embedder, trackingUri=tracking.tracking_uri(cfg))
     stamp = [F.lit(be.dim).alias("dim"), F.lit(name).alias("model_name"), F.lit(str(version)).alias("model_version"),
              F.current_timestamp().alias("embedded_at")]
-    src_items = items if items is not None else tables.read_table(spark, cfg, "items")
-    src_kps = keyphrases if keyphrases is not None else tables.read_table(spark, cfg, "keyphrases")
-    it = TextEmbedder(inputCol="title", categoryCol="category", **common).transform(
-        src_items.select("item_id", "title", "category"))
-    kp = TextEmbedder(inputCol="text", **common).transform(src_kps.select("keyphrase_id", "text", "category"))
-    rep_items = tables.upsert(spark, cfg, "item_embeddings", it.select("item_id", "category", "embedding", *stamp))
-    rep_kps = tables.upsert(spark, cfg, "keyphrase_embeddings",
+    out: dict[str, Any] = {"model": name, "version": version, "dim": be.dim}
+    if "items" in which:
+        src_items = items if items is not None else tables.read_table(spark, cfg, "items")
+        it = TextEmbedder(inputCol="title", categoryCol="category", **common).transform(
+            src_items.select("item_id", "title", "category"))
+        rep = tables.upsert(spark, cfg, "item_embeddings", it.select("item_id", "category", "embedding", *stamp))
+        out.update({"items": str(rep), "items_written": rep.rows_written})
+    if "keyphrases" in which:
+        src_kps = keyphrases if keyphrases is not None else tables.read_table(spark, cfg, "keyphrases")
+        kp = TextEmbedder(inputCol="text", **common).transform(src_kps.select("keyphrase_id", "text", "category"))
+        rep = tables.upsert(spark, cfg, "keyphrase_embeddings",
                             kp.select("keyphrase_id", "category", "embedding", *stamp))
-    return {"model": name, "version": version, "dim": be.dim, "items": str(rep_items), "keyphrases": str(rep_kps),
-            "items_written": rep_items.rows_written, "keyphrases_written": rep_kps.rows_written}
+        out.update({"keyphrases": str(rep), "keyphrases_written": rep.rows_written})
+    return out

@@ -98,19 +98,21 @@ def run_full_batch(cfg: Config, spark: "SparkSession", show: int = 0) -> dict[st
 
 
 def _changes(spark: "SparkSession", cfg: Config, name: str, key: str, start: int, end: int
-             ) -> tuple["DataFrame", "DataFrame"]:
-    """(upserted keys, deleted keys) of ``name`` between versions ``start`` (exclusive) and ``end``: the
-    last change of each key decides."""
+             ) -> tuple["DataFrame", "DataFrame", int, int]:
+    """(upserted keys, deleted keys, their counts) of ``name`` between versions ``start`` (exclusive) and
+    ``end``: the last change of each key decides. One Spark job reads the feed."""
     from pyspark.sql import functions as F
 
     from kpspark.data import tables
 
     empty = spark.createDataFrame([], f"{key} long")
     if end <= start:
-        return empty, empty
-    last = last_changes(tables.read_changes(spark, cfg, name, start + 1, end), key)
-    return last.where(F.col("_change_type") != "delete").select(key), \
-        last.where(F.col("_change_type") == "delete").select(key)
+        return empty, empty, 0, 0
+    last = last_changes(tables.read_changes(spark, cfg, name, start + 1, end), key) \
+        .select(key, (F.col("_change_type") == "delete").alias("_deleted")).localCheckpoint()
+    n = {r["_deleted"]: r["count"] for r in last.groupBy("_deleted").count().collect()}
+    return last.where(~F.col("_deleted")).select(key), last.where(F.col("_deleted")).select(key), \
+        n.get(False, 0), n.get(True, 0)
 
 
 def last_changes(changes: "DataFrame", key: str) -> "DataFrame":
@@ -138,6 +140,7 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
     """Apply the changes since the last processed versions (see the module doc). ``fail_after`` (tests
     only) raises after the named step: ``merge`` (recommendations written, state not advanced)."""
     import mlflow
+    from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
     from kpspark.biencoder.workflow import run_embed
@@ -147,6 +150,15 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
     from kpspark.retrieval.workflow import build_recommendation_pipeline, run_build_index
 
     t0 = time.time()
+    laps: dict[str, float] = {}
+    t_lap = [t0]
+
+    def lap(step: str) -> None:  # progress and the cost of each step (the diff-cost benchmark reads them)
+        now = time.time()
+        laps[step] = round(now - t_lap[0], 2)
+        t_lap[0] = now
+        logger.info("daily diff: %s done in %.1fs", step, laps[step])
+
     state = read_state(spark, cfg)
     if ITEMS_STATE not in state or KEYPHRASES_STATE not in state:
         raise StateMissing("no processed versions in pipeline_state: run the full batch (jobs/full_batch.py) first")
@@ -158,18 +170,19 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
     if (v1_items, v1_kps) == (v0_items, v0_kps):
         return {"changed": False, "items_version": v1_items, "keyphrases_version": v1_kps,
                 "seconds": round(time.time() - t0, 1)}
-    item_ups, item_dels = _changes(spark, cfg, "items", "item_id", v0_items, v1_items)
-    kp_ups, kp_dels = _changes(spark, cfg, "keyphrases", "keyphrase_id", v0_kps, v1_kps)
-    item_ups, item_dels, kp_ups, kp_dels = (d.localCheckpoint() for d in (item_ups, item_dels, kp_ups, kp_dels))
-    counts = {"items_upserted": item_ups.count(), "items_deleted": item_dels.count(),
-              "keyphrases_upserted": kp_ups.count(), "keyphrases_deleted": kp_dels.count()}
+    item_ups, item_dels, n_iu, n_id = _changes(spark, cfg, "items", "item_id", v0_items, v1_items)
+    kp_ups, kp_dels, n_ku, n_kd = _changes(spark, cfg, "keyphrases", "keyphrase_id", v0_kps, v1_kps)
+    counts = {"items_upserted": n_iu, "items_deleted": n_id, "keyphrases_upserted": n_ku, "keyphrases_deleted": n_kd}
+    lap("changes")
     items_now = tables.read_table(spark, cfg, "items", version=v1_items)
     kps_now = tables.read_table(spark, cfg, "keyphrases", version=v1_kps)
     changed_items = items_now.join(item_ups, "item_id").select("item_id", "title", "category")
     new_kps = kps_now.join(kp_ups, "keyphrase_id")
 
     # embeddings of what changed (MERGE: a rerun rewrites the same vectors)
-    run_embed(cfg, spark, items=changed_items, keyphrases=new_kps)  # empty frames when nothing changed
+    which = tuple(side for side, n in (("items", n_iu), ("keyphrases", n_ku)) if n)
+    if which:
+        run_embed(cfg, spark, items=changed_items, keyphrases=new_kps, which=which)
     if counts["items_deleted"]:
         tables.delete_keys(spark, cfg, "item_embeddings", item_dels)
     index_uri, threshold = details["index_uri"], float(details["threshold"])
@@ -177,6 +190,7 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
         if counts["keyphrases_deleted"]:
             tables.delete_keys(spark, cfg, "keyphrase_embeddings", kp_dels)
         index_uri = run_build_index(cfg, spark)["index_uri"]  # the next changed items see the new keyphrases
+    lap("embeddings")
     be_v = models.get_version(cfg, cfg.models.bi_encoder, cfg.models.serving_alias)
     ce_v = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
     pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold)
@@ -186,7 +200,12 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
                             tags={"kind": "daily_diff"}) as run:
         cols = ["item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score"]
         # 1. changed items against the whole (new) index
-        fresh = ranked(pipe.transform(changed_items).select(*cols), r.top_n) if counts["items_upserted"] else None
+        fresh = None
+        if n_iu:  # the vectors just written to item_embeddings feed the retriever (no second embedding pass)
+            vecs = tables.read_table(spark, cfg, "item_embeddings").join(item_ups, "item_id") \
+                .select("item_id", F.col("embedding").alias(pipe.stages[0].getOrDefault("outputCol")))
+            found = PipelineModel(stages=pipe.stages[1:]).transform(changed_items.join(vecs, "item_id"))
+            fresh = ranked(found.select(*cols), r.top_n)
         # 2. new canonical keyphrases against every other item, the other way round
         # the recommendations as the last successful job left them (time travel): a rerun after a crash
         # computes exactly what the crashed run computed, whatever the crashed run already wrote
@@ -231,17 +250,20 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
                                  F.lit(run.info.run_id).alias("run_id"), F.current_timestamp().alias("created_at"))
                      if want is not None else None)
         merged = merge_recommendations(spark, cfg, want_rows, touched, kp_dels)
+        lap("score_and_merge")
         if fail_after == "merge":
             raise RuntimeError("injected failure after the recommendations MERGE (state not advanced)")
         write_state(spark, cfg, {ITEMS_STATE: v1_items, KEYPHRASES_STATE: v1_kps},
                     {"index_uri": index_uri, "threshold": threshold, "run_id": run.info.run_id, "job": "daily_diff",
                      "recommendations_version": tables.version(spark, cfg, "recommendations")})
+        lap("state")
         figures = {**counts, **merged, "seconds": round(time.time() - t0, 1)}
+        mlflow.log_metrics({f"diff_s_{k}": v for k, v in laps.items()})
         mlflow.log_metrics({f"diff_{k}": float(v) for k, v in figures.items()})
         mlflow.log_params({"items_from": v0_items, "items_to": v1_items, "keyphrases_from": v0_kps,
                            "keyphrases_to": v1_kps})
     return {"changed": True, "run_id": run.info.run_id, "items_version": v1_items, "keyphrases_version": v1_kps,
-            "index_uri": index_uri, **figures}
+            "index_uri": index_uri, **figures, "step_seconds": laps}
 
 
 def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame | None", touched: "DataFrame",
@@ -273,9 +295,11 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
     source = dels
     if want is not None:
         source = want.select(*schema.names).withColumn("_action", F.lit("upsert")).unionByName(dels)
-    source = source.localCheckpoint()
-    n_up = source.where("_action = 'upsert'").count()
-    n_del = source.where("_action = 'delete'").count()
+    t0 = time.time()
+    source = source.localCheckpoint()  # computes the desired rows (the models run here), once
+    n = {r["_action"]: r["count"] for r in source.groupBy("_action").count().collect()}
+    n_up, n_del = n.get("upsert", 0), n.get("delete", 0)
+    t_rows = time.time() - t0
     content = [c for c in schema.names if c not in ("item_id", "keyphrase_id", "run_id", "created_at")]
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content)
     target = tables.delta_table(spark, cfg, "recommendations")
@@ -286,13 +310,16 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
              .whenMatchedUpdate(condition=f"s._action = 'upsert' AND ({changed})",
                                 set={c: f"s.`{c}`" for c in schema.names})
              .whenNotMatchedInsert(condition="s._action = 'upsert'", values={c: f"s.`{c}`" for c in schema.names}))
+    t0 = time.time()
     if txn is None:
         merge.execute()
-        return {"rows_upserted": n_up, "rows_deleted": n_del}
+        return {"rows_upserted": n_up, "rows_deleted": n_del, "rows_s": round(t_rows, 2),
+                "merge_s": round(time.time() - t0, 2)}
     with _txn_conf(spark, *txn):
         merge.execute()
     skipped = int(tables.version(spark, cfg, "recommendations") == before)
-    return {"rows_upserted": 0 if skipped else n_up, "rows_deleted": 0 if skipped else n_del, "skipped": skipped}
+    return {"rows_upserted": 0 if skipped else n_up, "rows_deleted": 0 if skipped else n_del, "skipped": skipped,
+            "rows_s": round(t_rows, 2), "merge_s": round(time.time() - t0, 2)}
 
 
 @contextlib.contextmanager
