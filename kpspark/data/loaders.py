@@ -118,7 +118,7 @@ def _tables_from_pairs(pairs: "DataFrame", label: "Column", source: str, mapping
         # rows whose query normalizes to nothing keep a null keyphrase_id -> quarantined on write
         "human_labels": p.select(
             "item_id", F.when(F.length("normalized") > 0, F.col("keyphrase_id")).alias("keyphrase_id"),
-            F.col("rating").cast("double").alias("rating"), label.cast("int").alias("label"),
+            F.col("rating").try_cast("double").alias("rating"), label.cast("int").alias("label"),
             F.lit(source).alias("source"), F.lit(mapping).alias("mapping")),
     }
 
@@ -136,7 +136,7 @@ def read_homedepot(spark: "SparkSession", path: str | Path = HOMEDEPOT_SHARED,
                    options={"encoding": "ISO-8859-1"})
     good, bad = _split_malformed(df, ["item_id", "title", "query", "rating"])
     good = good.withColumn("category", F.lit(None).cast("string"))
-    out = _tables_from_pairs(good, F.col("rating").cast("double") >= relevant_at, "homedepot",
+    out = _tables_from_pairs(good, F.col("rating").try_cast("double") >= relevant_at, "homedepot",
                              f"relevance>={relevant_at}->1; else 0 (mean of >=3 raters on 1-3)")
     out["malformed"] = bad
     return out

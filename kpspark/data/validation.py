@@ -88,7 +88,8 @@ def annotate(df: "DataFrame", schema: TableSchema, quality: QualityConfig | None
     checks += [(F.col(f"_kp_bt_{n}"), f"bad_type:{n}") for n in flags]
     checks += [(F.col(c).isNull(), f"null_required:{c}") for c in schema.required if c not in schema.keys]
     for c in schema.nonempty:
-        checks.append((F.col(c).isNull() | (F.length(F.trim(F.col(c))) == 0), f"empty_text:{c}"))
+        # blank = only whitespace of any kind (Spark's trim() strips spaces only: a tab-only title is blank too)
+        checks.append((F.col(c).isNull() | F.col(c).rlike(r"^[\s\p{Z}]*$"), f"empty_text:{c}"))
     for c, limit_name in schema.text_columns.items():
         limit = int(getattr(quality, limit_name))
         checks.append((F.length(F.col(c)) > limit, f"too_long:{c}"))
