@@ -124,5 +124,9 @@ def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.Path
             "dims": sorted({int(d) for d in dims if d <= full} | {full}, reverse=True),
             "inputs": list(INPUTS), "output": "embedding", "files": {"fp32": "model.onnx", "int8": "model.int8.onnx"},
             "parity": asdict(parity)}
+    # checksums of the files a loader needs: a corrupted or swapped file is refused at load
+    from kpspark.registry.verify import file_digests
+
+    meta["sha256"] = file_digests(out, ["model.onnx", "model.int8.onnx", "tokenizer.json"])
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return out, parity

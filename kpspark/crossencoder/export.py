@@ -142,5 +142,9 @@ def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.Path
     meta = {"kind": "cross_encoder", "max_length": max_length, "threshold_logit": threshold_logit,
             "inputs": list(INPUTS), "files": {"fp32": "model.onnx", "int8": "model.int8.onnx"},
             "parity": asdict(parity)}
+    # checksums of the files a loader needs: a corrupted or swapped file is refused at load
+    from kpspark.registry.verify import file_digests
+
+    meta["sha256"] = file_digests(out, ["model.onnx", "model.int8.onnx", "tokenizer.json"])
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return out, parity

@@ -66,8 +66,9 @@ def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
         return find_export_dir(model_uri)
     if model_uri.startswith("file://"):
         return find_export_dir(model_uri[len("file://"):])
+    key = f"{tracking_uri or ''}|{model_uri}"  # the same models:/ URI names another model in another registry
     with _DL_LOCK:
-        if model_uri not in _DL_CACHE:
+        if key not in _DL_CACHE:
             # one download per executor process: no progress bars in the task logs
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             import mlflow
@@ -76,8 +77,8 @@ def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
                 mlflow.set_tracking_uri(tracking_uri)
                 mlflow.set_registry_uri(tracking_uri)
             dst = tempfile.mkdtemp(prefix="kpspark-model-")
-            _DL_CACHE[model_uri] = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
-        return find_export_dir(_DL_CACHE[model_uri])
+            _DL_CACHE[key] = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
+        return find_export_dir(_DL_CACHE[key])
 
 
 def load_scorer(model_uri: str, precision: str = "int8", tracking_uri: str | None = None, threads: int = 1,

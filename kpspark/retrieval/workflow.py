@@ -28,6 +28,7 @@ def build_recommendation_pipeline(cfg: Config, index_uri: str, be_uri: str | Non
     from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
     from kpspark.registry import models, tracking
     from kpspark.registry.models import pin_alias
+    from kpspark.registry.verify import verify_export
     from kpspark.retrieval.filter import RelevanceFilter
     from kpspark.retrieval.retriever import KeyphraseRetrieverModel
 
@@ -35,6 +36,9 @@ def build_recommendation_pipeline(cfg: Config, index_uri: str, be_uri: str | Non
     tracking_uri = tracking.tracking_uri(cfg)
     be_uri = pin_alias(be_uri or models.model_uri(cfg.models.bi_encoder, cfg.models.serving_alias), tracking_uri)
     ce_uri = pin_alias(ce_uri or models.model_uri(cfg.models.cross_encoder, cfg.models.serving_alias), tracking_uri)
+    # refuse a broken model here, on the driver, before any job writes a table (executors load the same files)
+    verify_export(be_uri, "bi_encoder", cfg.bi_encoder.precision, tracking_uri)
+    verify_export(ce_uri, "cross_encoder", cfg.cross_encoder.precision, tracking_uri)
     stages = [
         TextEmbedder(inputCol="title", categoryCol="category", outputCol="item_embedding", modelUri=be_uri,
                      precision=cfg.bi_encoder.precision, dim=cfg.bi_encoder.dim, batchSize=cfg.batch.embedder,
