@@ -74,7 +74,11 @@ class OpenAIBackend:
             try:
                 req = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read())  # type: ignore[no-any-return]
+                    raw = resp.read()
+                try:
+                    return json.loads(raw)  # type: ignore[no-any-return]
+                except ValueError:  # a truncated or garbled body (proxy, dropped stream): transient
+                    last = f"malformed response body ({len(raw)} bytes)"
             except urllib.error.HTTPError as e:
                 last = f"HTTP {e.code}"
                 if e.code not in RETRY_STATUS:
