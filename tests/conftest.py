@@ -91,3 +91,25 @@ def use_store(monkeypatch, tmp) -> None:
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+
+
+from tests.clusterutil import cluster  # noqa: E402,F401 (the loopback standalone cluster fixture, session-wide)
+
+
+def lake_copy(pipeline, dst: Path, monkeypatch=None):
+    """A config on a copy of the session pipeline's lakehouse and MLflow store under ``dst`` (jobs that
+    register runs, rebuild indexes or move aliases there leave the session's store alone). With
+    ``monkeypatch``, MLflow is pointed at the copy for the rest of the test."""
+    import dataclasses
+    import shutil
+
+    cfg, _, ptmp = pipeline
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ptmp / "mlflow.db", dst / "mlflow.db")
+    shutil.copytree(cfg.lakehouse.root, dst / "lakehouse")
+    if monkeypatch is not None:
+        use_store(monkeypatch, dst)
+    return dataclasses.replace(
+        cfg, lakehouse=dataclasses.replace(cfg.lakehouse, root=str(dst / "lakehouse")),
+        mlflow=dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{dst / 'mlflow.db'}",
+                                   artifact_root=str(dst / "mlartifacts")))

@@ -5,9 +5,7 @@ would), on a copy of the session's demo lakehouse and MLflow store with test-siz
 from __future__ import annotations
 
 import ast
-import dataclasses
 import runpy
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from pyspark.sql import functions as F
 from kpspark import workflows
 from kpspark.data import tables
 from kpspark.notebook import LocalDbutils, config
-from tests.conftest import REPO, use_store
+from tests.conftest import REPO, lake_copy
 
 NOTEBOOKS = sorted((REPO / "jobs" / "notebooks").glob("*.py"))
 
@@ -50,10 +48,8 @@ def test_widget_values_build_the_config():
 
 
 def test_notebooks_run_as_plain_python_on_local_spark(spark, pipeline, tmp_path, monkeypatch):
-    cfg, _, ptmp = pipeline
-    shutil.copy(ptmp / "mlflow.db", tmp_path / "mlflow.db")
-    shutil.copytree(cfg.lakehouse.root, tmp_path / "lakehouse")
-    use_store(monkeypatch, tmp_path)
+    cfg = pipeline[0]
+    lake_copy(pipeline, tmp_path, monkeypatch)
     common = [f"lakehouse.root={tmp_path / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
               f"mlflow.artifact_root={tmp_path / 'mlartifacts'}", "sample.size=tiny", "retrieval.k=20",
               "retrieval.top_n=10", f"bi_encoder.dim={cfg.bi_encoder.dim}", "bi_encoder.dims=[384,64]",
