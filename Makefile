@@ -6,12 +6,13 @@ JARS   := .cache/jars/manifest.json
 CONF   ?= conf/local.yaml
 EXTRAS ?= dev
 
-.PHONY: setup jars demo report test test-fast bench dist clean help
+.PHONY: setup jars demo report test test-fast bench dist reliability clean help
 
 help:
 	@echo "make demo    set up (venv, packages, jars) and run the end-to-end demo on the sample marketplace"
 	@echo "make test    set up and run the test suite"
 	@echo "make report  the offline evaluation report + promotion gate on the demo's lakehouse (after make demo)"
+	@echo "make reliability  the reliability suite (faults, hostile input, secrets, model safety) -> bench/results/reliability.json"
 	@echo "make dist    the package as a zip for spark-submit --py-files (dist/kpspark-<version>.zip)"
 	@echo "make jars    resolve the Delta Lake jars from Maven Central into .cache/jars (once)"
 	@echo "make clean   remove the demo's lakehouse/ and mlruns/"
@@ -39,6 +40,9 @@ report: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+reliability: setup
+	KPSPARK_RELIABILITY_OUT=bench/results/reliability.json $(PY) -m pytest -q tests/reliability -m "reliability or not reliability"
 
 dist: setup
 	$(PY) -m kpspark.package dist

@@ -22,6 +22,37 @@ from pathlib import Path
 from _common import REPO, bench_cfg, machine_info, write_result
 
 
+class PeakMemory:
+    """Peak resident memory of this process and all its children (the JVM, Python workers), sampled
+    every ``interval`` seconds in a thread; ``reset()`` starts a new phase."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._t.start()
+
+    def _run(self, interval: float) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(interval):
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def reset(self) -> float:
+        """The peak since the last reset, in GiB."""
+        gib, self.peak = self.peak / 2**30, 0
+        return round(gib, 2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=str(REPO / ".cache" / "bench-diff"))
@@ -56,9 +87,12 @@ def main() -> int:
     n_items = tables.read_table(spark, cfg, "items").count()
     n_kps = tables.read_table(spark, cfg, "keyphrases").count()
 
+    mem = PeakMemory()
+    mem.reset()
     t0 = time.time()
     full = run_full_batch(cfg, spark)
     t_full = time.time() - t0
+    peak_full = mem.reset()
 
     def revise(share: float, salt: int) -> int:
         items = tables.read_table(spark, cfg, "items")
@@ -75,6 +109,7 @@ def main() -> int:
     t0 = time.time()
     diff = run_daily_diff(cfg, spark)
     t_diff = time.time() - t0
+    peak_diff = mem.reset()
     items = tables.read_table(spark, cfg, "items")
     one = items.orderBy("item_id").limit(1).withColumn("title", F.concat(F.col("title"), F.lit(" (one)")))
     tables.upsert(spark, cfg, "items", one)
@@ -98,6 +133,8 @@ def main() -> int:
         "items_where_1pct_diff_is_5pct": (round(t_one / (0.05 * full_per_item - 0.01 * per_item))
                                           if 0.05 * full_per_item > 0.01 * per_item else None),
         "full_items_per_s_per_core": round(n_items / t_full / cores, 1),
+        "peak_rss_gib_full_batch": peak_full, "peak_rss_gib_diff": peak_diff,
+        "memory_gib_machine": round(__import__("psutil").virtual_memory().total / 2**30, 1),
         "cores": cores, "machine": machine_info()})
     return 0
 
