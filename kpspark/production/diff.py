@@ -279,6 +279,9 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
 
     from kpspark.data import tables
 
+    t0 = time.time()
+    if want is not None:  # used three times below: compute it (the models run here) exactly once
+        want = want.localCheckpoint()
     current = tables.read_table(spark, cfg, "recommendations").select("item_id", "keyphrase_id")
     scope = touched
     if want is not None:
@@ -295,8 +298,7 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
     source = dels
     if want is not None:
         source = want.select(*schema.names).withColumn("_action", F.lit("upsert")).unionByName(dels)
-    t0 = time.time()
-    source = source.localCheckpoint()  # computes the desired rows (the models run here), once
+    source = source.localCheckpoint()
     n = {r["_action"]: r["count"] for r in source.groupBy("_action").count().collect()}
     n_up, n_del = n.get("upsert", 0), n.get("delete", 0)
     t_rows = time.time() - t0
