@@ -15,8 +15,8 @@ from pyspark.sql import functions as F
 
 from kpspark.data import tables
 from kpspark.production import diff
-from tests.conftest import lake_copy
-from tests.reliability.jobproc import delta_commits, kill_when, run_job
+from tests.conftest import lake_copy, use_store
+from tests.reliability.jobproc import delta_commits, kill_when, pipeline_sets, run_job
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -31,16 +31,10 @@ def test_killed_labeling_job_reruns_only_the_rest(spark, cfg, tmp_path, figures)
     assert total == 16
     sets = ["llm.backend=transformers", "llm.sample_size=0", "llm.chunk_pairs=4", "llm.strategy=uniform",
             "sample.size=tiny"]
-    labels_dir = tables.table_ref(cfg, "llm_labels").location
-    first_commit = {"n": None}
+    def after_first_chunk() -> bool:  # rows in llm_labels: the first chunk's MERGE committed
+        return tables.exists(spark, cfg, "llm_labels") and tables.read_table(spark, cfg, "llm_labels").count() > 0
 
-    def after_first_chunk() -> bool:
-        n = delta_commits(labels_dir)
-        if first_commit["n"] is None:
-            first_commit["n"] = n  # the table may already exist (created empty): wait for one more commit
-        return n > first_commit["n"]
-
-    kill = kill_when("label_pairs", cfg, sets, tmp_path, after_first_chunk)
+    kill = kill_when("label_pairs", cfg, sets, tmp_path, after_first_chunk, poll=0.5)
     assert kill["killed"], "the labeling job finished before its first chunk was seen"
     done = tables.read_table(spark, cfg, "llm_labels").where("error IS NULL").count()
     assert 0 < done < total
@@ -75,8 +69,9 @@ def _clone(lake, base, name):
     return dataclasses.replace(lake, lakehouse=dataclasses.replace(lake.lakehouse, root=str(dst)))
 
 
-def test_killed_diff_driver_reruns_to_the_undisturbed_table(spark, changed_lake, figures):
+def test_killed_diff_driver_reruns_to_the_undisturbed_table(spark, changed_lake, figures, monkeypatch):
     lake, base = changed_lake
+    use_store(monkeypatch, base)  # the autouse per-test store would hide the copy's registered models
     reference = _clone(lake, base, "reference")
     diff.run_daily_diff(reference, spark)
     want = diff.content_checksum(tables.read_table(spark, reference, "recommendations"))
@@ -86,14 +81,13 @@ def test_killed_diff_driver_reruns_to_the_undisturbed_table(spark, changed_lake,
         victim = _clone(lake, base, moment)
         recs_dir = tables.table_ref(victim, "recommendations").location
         v0 = delta_commits(recs_dir)
-        if moment == "before_merge":
-            import time
-
-            start = time.time()
-            cond = lambda: time.time() - start > 25  # noqa: E731 (mid-job: models loading, pipeline running)
+        if moment == "before_merge":  # mid-job: the changed items' embeddings committed, the MERGE not yet
+            emb_dir = tables.table_ref(victim, "item_embeddings").location
+            e0 = delta_commits(emb_dir)
+            cond = lambda: delta_commits(emb_dir) > e0  # noqa: E731
         else:
             cond = lambda: delta_commits(recs_dir) > v0  # noqa: E731 (the MERGE just committed)
-        kill = kill_when("daily_diff", victim, [], base, cond, poll=0.05)
+        kill = kill_when("daily_diff", victim, pipeline_sets(victim), base, cond, poll=0.05)
         state_moved = diff.read_state(spark, victim)[diff.ITEMS_STATE]["version"] == \
             tables.version(spark, victim, "items")
         merged = delta_commits(recs_dir) > v0
