@@ -36,6 +36,12 @@ def cfg_sets(cfg: Any) -> list[str]:
             f"mlflow.artifact_root={cfg.mlflow.artifact_root}"]
 
 
+def pipeline_sets(cfg: Any) -> list[str]:
+    """The overrides the session pipeline was built with that inference jobs must share (index dim, k, n)."""
+    return [f"retrieval.k={cfg.retrieval.k}", f"retrieval.top_n={cfg.retrieval.top_n}",
+            f"bi_encoder.dim={cfg.bi_encoder.dim}"]
+
+
 def run_job(job: str, cfg: Any, sets: list[str], cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 900) -> dict[str, Any]:
     """Run to completion; the job's JSON result."""
