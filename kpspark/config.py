@@ -390,7 +390,12 @@ def parse_job_args(argv: Sequence[str] | None = None, description: str = "", ext
     for flag, kwargs in extra:
         parser.add_argument(flag, **kwargs)
     args = parser.parse_args(argv)
-    confs = list(args.conf)
+    return load_config(*with_base(args.conf), overrides=args.overrides), args
+
+
+def with_base(paths: Sequence[str]) -> list[str]:
+    """``paths`` with ``base.yaml`` put first when it sits beside the first file and is not already it."""
+    confs = list(paths)
     if confs and Path(confs[0]).name != "base.yaml" and (Path(confs[0]).parent / "base.yaml").exists():
         confs.insert(0, str(Path(confs[0]).parent / "base.yaml"))
-    return load_config(*confs, overrides=args.overrides), args
+    return confs

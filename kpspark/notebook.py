@@ -13,7 +13,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-from kpspark.config import CONF_DIR, Config, load_config
+from kpspark.config import CONF_DIR, Config, load_config, with_base
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -70,10 +70,8 @@ def config(conf: str, overrides: str = "") -> Config:
         if not path.exists() and (CONF_DIR / path.name).exists():
             path = CONF_DIR / path.name  # relative to the package's repository, not the notebook's cwd
         resolved.append(str(path))
-    if resolved and Path(resolved[0]).name != "base.yaml" and (Path(resolved[0]).parent / "base.yaml").exists():
-        resolved.insert(0, str(Path(resolved[0]).parent / "base.yaml"))
     items = [s.strip() for chunk in overrides.splitlines() for s in chunk.split(";") if s.strip()]
-    return load_config(*resolved, overrides=items)
+    return load_config(*with_base(resolved), overrides=items)
 
 
 def local_context(values: Mapping[str, str] | None = None) -> tuple["SparkSession", LocalDbutils]:

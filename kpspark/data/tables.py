@@ -75,10 +75,15 @@ def table_ref(cfg: Config, name: str) -> TableRef:
     folder = cfg.lakehouse.tables.get(name, name)
     if cfg.lakehouse.schema:
         return TableRef(name, f"{cfg.lakehouse.schema}.{folder}", is_path=False)
+    return TableRef(name, f"{lakehouse_root(cfg)}/{folder}", is_path=True)
+
+
+def lakehouse_root(cfg: Config) -> str:
+    """``lakehouse.root`` as an absolute path or URI, without a trailing slash."""
     root = cfg.lakehouse.root
     if "://" not in root and not root.startswith(("dbfs:", "/")):
         root = os.path.abspath(root)
-    return TableRef(name, f"{root.rstrip('/')}/{folder}", is_path=True)
+    return root.rstrip("/")
 
 
 def _delta() -> type["DeltaTable"]:

@@ -282,7 +282,8 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
     t0 = time.time()
     if want is not None:  # used three times below: compute it (the models run here) exactly once
         want = want.localCheckpoint()
-    current = tables.read_table(spark, cfg, "recommendations").select("item_id", "keyphrase_id")
+    live = tables.read_table(spark, cfg, "recommendations")
+    current = live.select("item_id", "keyphrase_id")
     scope = touched
     if want is not None:
         scope = scope.unionByName(want.select("item_id")).distinct()
@@ -292,7 +293,7 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
     if kp_dels is not None:
         stale = stale.unionByName(current.join(kp_dels, "keyphrase_id").select("item_id", "keyphrase_id"))
     stale = stale.distinct()
-    schema = tables.read_table(spark, cfg, "recommendations").schema
+    schema = live.schema
     dels = stale.select(*[F.col(c) if c in ("item_id", "keyphrase_id") else F.lit(None).cast(schema[c].dataType)
                           .alias(c) for c in schema.names]).withColumn("_action", F.lit("delete"))
     source = dels
@@ -304,9 +305,7 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
     t_rows = time.time() - t0
     content = [c for c in schema.names if c not in ("item_id", "keyphrase_id", "run_id", "created_at")]
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content)
-    target = tables.delta_table(spark, cfg, "recommendations")
-    before = tables.version(spark, cfg, "recommendations")
-    merge = (target.alias("t")
+    merge = (tables.delta_table(spark, cfg, "recommendations").alias("t")
              .merge(source.alias("s"), "t.item_id = s.item_id AND t.keyphrase_id = s.keyphrase_id")
              .whenMatchedDelete(condition="s._action = 'delete'")
              .whenMatchedUpdate(condition=f"s._action = 'upsert' AND ({changed})",
@@ -317,6 +316,7 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
         merge.execute()
         return {"rows_upserted": n_up, "rows_deleted": n_del, "rows_s": round(t_rows, 2),
                 "merge_s": round(time.time() - t0, 2)}
+    before = tables.version(spark, cfg, "recommendations")
     with _txn_conf(spark, *txn):
         merge.execute()
     skipped = int(tables.version(spark, cfg, "recommendations") == before)

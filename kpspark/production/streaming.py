@@ -34,14 +34,9 @@ COLS = ("item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score")
 
 def checkpoint_location(cfg: Config) -> str:
     """``streaming.checkpoint``, or ``<lakehouse.root>/_checkpoints/items_stream``."""
-    import os
+    from kpspark.data.tables import lakehouse_root
 
-    if cfg.streaming.checkpoint:
-        return cfg.streaming.checkpoint
-    root = cfg.lakehouse.root
-    if "://" not in root and not root.startswith(("dbfs:", "/")):
-        root = os.path.abspath(root)
-    return f"{root.rstrip('/')}/_checkpoints/items_stream"
+    return cfg.streaming.checkpoint or f"{lakehouse_root(cfg)}/_checkpoints/items_stream"
 
 
 def process_batch(cfg: Config, batch: "DataFrame", batch_id: int, run_id: str = "") -> dict[str, Any]:
