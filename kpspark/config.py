@@ -43,6 +43,9 @@ class SparkConfig:
     jars_dir: str = ".cache/jars"
     with_nlp: bool = False
     delta_provided: bool = False  # the cluster ships Delta already (Databricks): don't add jars
+    # where frames computed once and read several times are kept (reliable checkpoints: they survive a
+    # lost executor); "" = ``<lakehouse root>/_checkpoints/spark``, "none" = keep them cached instead
+    checkpoint_dir: str = ""
     conf: Mapping[str, str] = field(default_factory=dict)
 
 

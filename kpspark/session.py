@@ -9,6 +9,10 @@
 * **plain Python**: ``local[*]`` (or ``spark.master`` of the config) with the cached Delta jars
   on ``spark.jars`` (see :mod:`kpspark.jars`), Arrow on, the UI off.
 
+A session it builds gets ``spark.checkpoint.dir`` (see :func:`checkpoint_dir`), so the frames that
+jobs compute once and read several times are reliable checkpoints that survive a lost executor
+(:func:`kpspark.sparkutil.freeze`).
+
 Library stages never call this; jobs, notebooks and tests do.
 """
 from __future__ import annotations
@@ -38,6 +42,8 @@ _DEFAULTS = {
     # Delta: CDF on the tables that ask for it is set per table; these keep small local runs quick.
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.databricks.delta.retentionDurationCheck.enabled": "false",
+    # reliable checkpoints (sparkutil.freeze) are deleted once their frame is garbage
+    "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
 }
 
 
@@ -46,6 +52,14 @@ def delta_configured(spark: "SparkSession") -> bool:
     ext = spark.conf.get("spark.sql.extensions", "") or ""
     cat = spark.conf.get("spark.sql.catalog.spark_catalog", "") or ""
     return DELTA_EXTENSION in ext and DELTA_CATALOG in cat
+
+
+def checkpoint_dir(cfg: Config) -> str:
+    """Where a new session keeps reliable checkpoints: ``spark.checkpoint_dir``, or a folder next to the
+    tables (on a cluster that is shared storage, which a checkpoint needs)."""
+    from kpspark.data.tables import lakehouse_root
+
+    return cfg.spark.checkpoint_dir or f"{lakehouse_root(cfg)}/_checkpoints/spark"
 
 
 def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkSession":
@@ -71,6 +85,8 @@ def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkS
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
     settings = dict(_DEFAULTS)
     settings.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()})
+    if "spark.checkpoint.dir" not in settings and cfg.spark.checkpoint_dir != "none":
+        settings["spark.checkpoint.dir"] = checkpoint_dir(cfg)
     if not cfg.spark.delta_provided:
         settings["spark.sql.extensions"] = DELTA_EXTENSION
         settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG

@@ -1,4 +1,4 @@
-"""Small helpers shared by the Spark stages: input-column checks and CPU parallelism."""
+"""Small helpers shared by the Spark stages: input-column checks, CPU parallelism, frames computed once."""
 from __future__ import annotations
 
 import logging
@@ -30,6 +30,30 @@ def check_input_cols(stage: str, dataset: "DataFrame", roles: Mapping[str, str],
     clash = [c for c in outputs if c in types]
     if clash:
         raise SchemaError(f"{stage}: output column(s) {clash} already exist in the input")
+
+
+def freeze(dataset: "DataFrame") -> "DataFrame":
+    """Compute ``dataset`` now, once, for several later reads — and keep it where a lost executor
+    cannot take it.
+
+    With a checkpoint directory on the SparkContext (sessions built by :func:`kpspark.session.get_spark`
+    have one) this is a reliable ``checkpoint``: the rows are written to that directory and read back
+    from it, so nondeterministic steps (model UDFs, sampling) are never recomputed. Without one the
+    frame is persisted (memory and disk) and counted: a lost block is recomputed from its lineage.
+    ``localCheckpoint`` is never used: its blocks live only on executors and a lost one fails the job.
+    Callers that freeze in a loop should ``unpersist()`` what they no longer read.
+    """
+    from pyspark import StorageLevel
+
+    try:
+        has_dir = bool(dataset.sparkSession.sparkContext.getCheckpointDir())
+    except Exception:  # Spark Connect: no SparkContext on the client
+        has_dir = False
+    if has_dir:
+        return dataset.checkpoint(eager=True)
+    frozen = dataset.persist(StorageLevel.MEMORY_AND_DISK)
+    frozen.count()
+    return frozen
 
 
 def ensure_parallelism(dataset: "DataFrame", min_partitions: int = 0) -> "DataFrame":

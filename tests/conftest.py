@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(tmp_path_factory):
     from kpspark.config import load_config
     from kpspark.session import get_spark
 
@@ -27,6 +27,7 @@ def spark():
         "spark.conf.spark.sql.pyspark.jvmStacktrace.enabled=false",
         "spark.conf.spark.driver.memory=3g",
         "spark.conf.spark.default.parallelism=2",
+        f"spark.checkpoint_dir={tmp_path_factory.mktemp('spark-checkpoints')}",
     ])
     session = get_spark(cfg)
     yield session

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from kpspark.config import Config
+from kpspark.sparkutil import freeze
 from kpspark.evaluation import offline
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,7 +134,7 @@ def score_frames(spark: "SparkSession", cfg: Config, clicks: "DataFrame", segmen
     for name, uri in uris.items():
         scored = OnnxCrossEncoderModel(modelUri=uri, outputCol=f"score_{name}", precision=cfg.cross_encoder.precision,
                                        batchSize=cfg.batch.cross_encoder).transform(scored)
-    scored = scored.localCheckpoint()  # score once, read twice
+    scored = freeze(scored)  # score once, read twice
     cols = ["item_id", "keyphrase_id"] + [F.col(f"score_{n}") for n in uris]
     out = []
     for df in (clicks, segment):

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
+from kpspark.sparkutil import freeze
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -98,7 +99,7 @@ def run_label_pairs(cfg: Config, spark: "SparkSession", stop_after_chunks: int |
     judge_model, version = judge.judgeModelName(), cfg.llm.prompt_version
     todo = sample_pairs(spark, cfg, pending_pairs(spark, cfg, judge_model, version), cfg.llm.strategy,
                         cfg.llm.sample_size, cfg.sample.seed)
-    todo = todo.localCheckpoint(eager=True)  # freeze the work list: chunks must not re-sample
+    todo = freeze(todo)  # freeze the work list: chunks must not re-sample
     total = todo.count()
     n_chunks = max(1, math.ceil(total / max(1, cfg.llm.chunk_pairs)))
     todo = todo.withColumn("_chunk", F.pmod(F.xxhash64("item_id", "keyphrase_id"), F.lit(n_chunks)))
@@ -111,10 +112,12 @@ def run_label_pairs(cfg: Config, spark: "SparkSession", stop_after_chunks: int |
         labeled = judge.transform(todo.where(F.col("_chunk") == c).drop("_chunk"))
         # run the judge exactly once per chunk: the write below reads the rows more than once
         rows = labeled.select(*[F.col(x) for x in LLM_LABELS.columns if x != "labeled_at"],
-                              F.current_timestamp().alias("labeled_at")).localCheckpoint(eager=True)
+                              F.current_timestamp().alias("labeled_at"))
+        rows = freeze(rows)
         rep = tables.upsert(spark, cfg, "llm_labels", rows)
         written += rep.rows_written
         errors += int(rows.where(F.col("error").isNotNull()).count())
+        rows.unpersist()
         elapsed = time.time() - t0
         rate = written / max(elapsed, 1e-9)
         eta = (total - written) / rate if rate > 0 else float("nan")

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
+from kpspark.sparkutil import freeze
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -109,7 +110,8 @@ def _changes(spark: "SparkSession", cfg: Config, name: str, key: str, start: int
     if end <= start:
         return empty, empty, 0, 0
     last = last_changes(tables.read_changes(spark, cfg, name, start + 1, end), key) \
-        .select(key, (F.col("_change_type") == "delete").alias("_deleted")).localCheckpoint()
+        .select(key, (F.col("_change_type") == "delete").alias("_deleted"))
+    last = freeze(last)
     n = {r["_deleted"]: r["count"] for r in last.groupBy("_deleted").count().collect()}
     return last.where(~F.col("_deleted")).select(key), last.where(F.col("_deleted")).select(key), \
         n.get(False, 0), n.get(True, 0)
@@ -281,7 +283,7 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
 
     t0 = time.time()
     if want is not None:  # used three times below: compute it (the models run here) exactly once
-        want = want.localCheckpoint()
+        want = freeze(want)
     live = tables.read_table(spark, cfg, "recommendations")
     current = live.select("item_id", "keyphrase_id")
     scope = touched
@@ -299,7 +301,7 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
     source = dels
     if want is not None:
         source = want.select(*schema.names).withColumn("_action", F.lit("upsert")).unionByName(dels)
-    source = source.localCheckpoint()
+    source = freeze(source)
     n = {r["_action"]: r["count"] for r in source.groupBy("_action").count().collect()}
     n_up, n_del = n.get("upsert", 0), n.get("delete", 0)
     t_rows = time.time() - t0

@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
+from kpspark.sparkutil import freeze
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -41,15 +42,25 @@ def checkpoint_location(cfg: Config) -> str:
 
 def process_batch(cfg: Config, batch: "DataFrame", batch_id: int, run_id: str = "") -> dict[str, Any]:
     """One micro-batch of ``items`` change rows -> one idempotent MERGE into ``recommendations``."""
+    from kpspark.production import diff
+
+    t0 = time.time()
+    spark = batch.sparkSession
+    last = freeze(diff.last_changes(batch, "item_id"))
+    try:
+        return _process(cfg, spark, last, batch_id, run_id, t0)
+    finally:
+        last.unpersist()
+
+
+def _process(cfg: Config, spark: "SparkSession", last: "DataFrame", batch_id: int, run_id: str,
+             t0: float) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     from kpspark.production import diff
     from kpspark.registry import models
     from kpspark.retrieval.workflow import build_recommendation_pipeline
 
-    t0 = time.time()
-    spark = batch.sparkSession
-    last = diff.last_changes(batch, "item_id").localCheckpoint()
     ups = last.where(F.col("_change_type") != "delete").select("item_id", "title", "category")
     dels = last.where(F.col("_change_type") == "delete").select("item_id")
     n_ups, n_dels = ups.count(), dels.count()
