@@ -65,8 +65,12 @@ def ensure_parallelism(dataset: "DataFrame", min_partitions: int = 0) -> "DataFr
     """
     if min_partitions < 0:
         return dataset
-    want = min_partitions or dataset.sparkSession.sparkContext.defaultParallelism
-    if dataset.rdd.getNumPartitions() < want:
+    try:
+        want = min_partitions or dataset.sparkSession.sparkContext.defaultParallelism
+        have = dataset.rdd.getNumPartitions()
+    except Exception:  # Spark Connect: no SparkContext or RDDs on the client; the server plans partitions
+        return dataset
+    if have < want:
         return dataset.repartition(want)
     return dataset
 

@@ -31,8 +31,12 @@ def test_killed_labeling_job_reruns_only_the_rest(spark, cfg, tmp_path, figures)
     assert total == 16
     sets = ["llm.backend=transformers", "llm.sample_size=0", "llm.chunk_pairs=4", "llm.strategy=uniform",
             "sample.size=tiny"]
-    def after_first_chunk() -> bool:  # rows in llm_labels: the first chunk's MERGE committed
-        return tables.exists(spark, cfg, "llm_labels") and tables.read_table(spark, cfg, "llm_labels").count() > 0
+    labels_dir = tables.table_ref(cfg, "llm_labels").location
+
+    def after_first_chunk() -> bool:  # version 0 creates llm_labels, version 1 is the first chunk's MERGE
+        # read from the Delta log's files, not through this session: its cached DeltaLog of a path that
+        # did not exist yet at the first poll can stay stale, and a Spark read per poll is slow
+        return delta_commits(labels_dir) >= 2
 
     kill = kill_when("label_pairs", cfg, sets, tmp_path, after_first_chunk, poll=0.5)
     assert kill["killed"], "the labeling job finished before its first chunk was seen"
