@@ -31,6 +31,7 @@ from _common import REPO, bench_cfg, machine_info, write_result
 
 def auc(scores, labels) -> float:
     """ROC AUC (rank form, ties averaged)."""
+    import numpy as np
     from scipy.stats import rankdata
 
     s, y = np.asarray(scores, dtype="float64"), np.asarray(labels, dtype="int64")
@@ -44,6 +45,7 @@ def auc(scores, labels) -> float:
 def human_figures(item_emb, kp_emb, items, kps, rated, dims, ks):
     """Per dim: AUC of cosine vs the human label on the rated held-out pairs, recall@k of human-relevant
     search terms among all search terms."""
+    import numpy as np
 
     from kpspark.biencoder.onnx_embedder import truncate_normalize
     from kpspark.evaluation.retrieval import exact_topk, recall_at_k
@@ -76,6 +78,7 @@ def main() -> int:
     ap.add_argument("--ce-epochs", type=float, default=2.0)
     ap.add_argument("--click-at", type=float, default=2.67)
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--retrain", action="store_true", help="train again even when --work holds trained models")
     args = ap.parse_args()
 
     from kpspark.data import loaders
@@ -89,7 +92,7 @@ def main() -> int:
     from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
     from kpspark.biencoder.text import item_texts, keyphrase_texts
     from kpspark.biencoder.train import load_base
-    from kpspark.biencoder.workflow import ablation_table, run_bi_encoder_ablation
+    from kpspark.biencoder.workflow import run_bi_encoder_ablation
     from kpspark.data import tables
     from kpspark.session import get_spark
     from kpspark.sparkutil import validation_items
@@ -111,11 +114,18 @@ def main() -> int:
     tables.upsert(spark, cfg, "search_relevance", human.select(
         "item_id", "keyphrase_id", F.col("rating").alias("score"), "label"))
     t_load = time.time() - t0
-    ce = workflows.run_train_cross_encoder(cfg, spark)
-    scored = workflows.run_score_pairs(cfg, spark)
-    t_ce = time.time() - t0 - t_load
-    abl = run_bi_encoder_ablation(cfg, spark)
-    t_be = time.time() - t0 - t_load - t_ce
+    done = work / "trained.json"  # the trained models, so a rerun can redo only the held-out figures
+    trained = json.loads(done.read_text()) if done.exists() and not args.retrain else None
+    if trained and all(Path(r["export_dir"]).exists() for r in trained["ablation"]["results"]):
+        ce, scored, abl, t_ce, t_be = (trained[k] for k in ("ce", "scored", "ablation", "t_ce", "t_be"))
+    else:
+        ce = workflows.run_train_cross_encoder(cfg, spark)
+        scored = workflows.run_score_pairs(cfg, spark)
+        t_ce = time.time() - t0 - t_load
+        abl = run_bi_encoder_ablation(cfg, spark)
+        t_be = time.time() - t0 - t_load - t_ce
+        done.write_text(json.dumps({"ce": ce, "scored": scored, "ablation": abl, "t_ce": t_ce, "t_be": t_be},
+                                   default=str))
 
     # held-out items (the estimator's validation fold) with their rated pairs; all search terms
     fold = validation_items()
