@@ -34,8 +34,8 @@ def test_killed_labeling_job_reruns_only_the_rest(spark, cfg, tmp_path, figures)
     labels_dir = tables.table_ref(cfg, "llm_labels").location
 
     def after_first_chunk() -> bool:  # version 0 creates llm_labels, version 1 is the first chunk's MERGE
-        # read from the Delta log's files, not through this session: its cached DeltaLog of a path that
-        # did not exist yet at the first poll can stay stale, and a Spark read per poll is slow
+        # read from the Delta log's files, not through this session: a Spark read per poll competes with the
+        # job for the cores and, in one full reliability run, never saw the rows before the job had finished
         return delta_commits(labels_dir) >= 2
 
     kill = kill_when("label_pairs", cfg, sets, tmp_path, after_first_chunk, poll=0.5)
