@@ -39,6 +39,17 @@ def run_isolated(script: str, work: Path, limit: int, plan: Iterable[tuple[int, 
     return runs
 
 
+def homedepot_absent() -> bool:
+    """True (after saying so) when the Home Depot evaluation data is not in ``../shared``: the
+    real-data scripts then exit 0 without a result."""
+    from kpspark.data import loaders
+
+    if Path(loaders.HOMEDEPOT_SHARED).exists():
+        return False
+    print(f"skipped: {loaders.HOMEDEPOT_SHARED} is not present (internal evaluation data)")
+    return True
+
+
 def machine_info() -> dict:
     """``bench/results/machine.json`` (CPU, SIMD, GEMM rate) when ``bench/machine.py`` has written it."""
     p = HERE / "results" / "machine.json"

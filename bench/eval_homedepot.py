@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, bench_cfg, machine_info, write_result
+from _common import REPO, bench_cfg, homedepot_absent, machine_info, write_result
 
 
 def main() -> int:
@@ -28,10 +28,7 @@ def main() -> int:
     ap.add_argument("--cores", type=int, default=2)
     args = ap.parse_args()
 
-    from kpspark.data import loaders
-
-    if not Path(loaders.HOMEDEPOT_SHARED).exists():
-        print(f"skipped: {loaders.HOMEDEPOT_SHARED} is not present (internal evaluation data)")
+    if homedepot_absent():
         return 0
     from kpspark import workflows
     from kpspark.crossencoder.workflow import run_train_cross_encoder

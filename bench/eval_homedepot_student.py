@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, bench_cfg, machine_info, write_result
+from _common import REPO, bench_cfg, homedepot_absent, machine_info, write_result
 
 
 def auc(scores, labels) -> float:
@@ -81,10 +81,7 @@ def main() -> int:
     ap.add_argument("--retrain", action="store_true", help="train again even when --work holds trained models")
     args = ap.parse_args()
 
-    from kpspark.data import loaders
-
-    if not Path(loaders.HOMEDEPOT_SHARED).exists():
-        print(f"skipped: {loaders.HOMEDEPOT_SHARED} is not present (internal evaluation data)")
+    if homedepot_absent():
         return 0
     from pyspark.sql import functions as F
 
