@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from kpspark.config import Config
-from kpspark.sparkutil import freeze
 from kpspark.evaluation import offline
+from kpspark.sparkutil import freeze
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
