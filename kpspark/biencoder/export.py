@@ -9,7 +9,6 @@ Parity:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kpspark.crossencoder.export import INPUTS, META_FILE, ParityError, quantize_int8
+from kpspark.crossencoder.export import INPUTS, ParityError, quantize_int8, write_export_meta
 from kpspark.errors import require
 
 logger = logging.getLogger(__name__)
@@ -124,9 +123,5 @@ def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.Path
             "dims": sorted({int(d) for d in dims if d <= full} | {full}, reverse=True),
             "inputs": list(INPUTS), "output": "embedding", "files": {"fp32": "model.onnx", "int8": "model.int8.onnx"},
             "parity": asdict(parity)}
-    # checksums of the files a loader needs: a corrupted or swapped file is refused at load
-    from kpspark.registry.verify import file_digests
-
-    meta["sha256"] = file_digests(out, ["model.onnx", "model.int8.onnx", "tokenizer.json"])
-    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_export_meta(out, meta)
     return out, parity

@@ -129,6 +129,15 @@ def check_parity(model_dir: str | os.PathLike[str], export_dir: str | os.PathLik
     return p
 
 
+def write_export_meta(out: Path, meta: dict[str, Any]) -> None:
+    """Write ``kpspark_model.json`` of an ONNX export (cross- or bi-encoder), with the SHA-256 of the
+    files a loader needs: a corrupted or swapped file is refused at load (:mod:`kpspark.registry.verify`)."""
+    from kpspark.registry.verify import file_digests
+
+    meta = {**meta, "sha256": file_digests(out, [*meta["files"].values(), "tokenizer.json"])}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
 def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], a: Sequence[str],
                        b: Sequence[str], max_length: int, threshold_logit: float = 0.0,
                        per_channel: bool = True) -> tuple[Path, Parity]:
@@ -142,9 +151,5 @@ def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.Path
     meta = {"kind": "cross_encoder", "max_length": max_length, "threshold_logit": threshold_logit,
             "inputs": list(INPUTS), "files": {"fp32": "model.onnx", "int8": "model.int8.onnx"},
             "parity": asdict(parity)}
-    # checksums of the files a loader needs: a corrupted or swapped file is refused at load
-    from kpspark.registry.verify import file_digests
-
-    meta["sha256"] = file_digests(out, ["model.onnx", "model.int8.onnx", "tokenizer.json"])
-    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_export_meta(out, meta)
     return out, parity

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from kpspark.errors import KPSparkError
-
-META_FILE = "kpspark_model.json"
 _VERIFIED: dict[tuple[str, str, str, str], dict[str, Any]] = {}  # pinned URIs checked in this process
 
 
@@ -37,6 +35,7 @@ def verify_export(model_uri: str, kind: str, precision: str = "int8", tracking_u
                   ) -> dict[str, Any]:
     """Check the export behind ``model_uri`` (see the module doc); a :class:`KPSparkError` naming the
     model and the problem when it is not usable. Returns what was checked."""
+    from kpspark.crossencoder.export import META_FILE
     from kpspark.crossencoder.scorer import local_model_dir
 
     key = (tracking_uri or "", model_uri, kind, precision)
