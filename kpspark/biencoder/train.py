@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from kpspark.biencoder.text import item_texts, keyphrase_texts
+from kpspark.crossencoder.train import drop_checkpoints
 from kpspark.errors import require
 
 logger = logging.getLogger(__name__)
@@ -161,4 +162,5 @@ def train_bi_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir: s
         ev = trainer.evaluate()
         metrics["eval"] = {k: float(v) for k, v in ev.items() if k.endswith("_loss")}
     logger.info("bi-encoder trained: %s", metrics)
+    drop_checkpoints(out)
     return {"model_dir": str(final), **metrics}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
+from kpspark.sparkutil import scratch_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -135,7 +135,7 @@ def run_train_bi_encoder(cfg: Config, spark: "SparkSession", recipe: str | None 
     t0 = time.time()
     rows = task_rows(spark, cfg, tasks).cache()
     counts = {r["task"]: int(r["count"]) for r in rows.groupBy("task").count().collect()}
-    out_dir = Path(output_dir or tempfile.mkdtemp(prefix=f"kpspark-be-{recipe}-"))
+    out_dir = Path(output_dir or scratch_dir(f"kpspark-be-{recipe}-"))  # the registry keeps the model
     est = BiEncoderEstimator(outputDir=str(out_dir), init=be.init, tasks=list(tasks),
                              taskWeights=[float(be.weights.get(t, 1.0)) for t in tasks], dims=list(be.dims),
                              maxLength=be.max_length, epochs=be.epochs, learningRate=be.lr, batchSize=be.batch_size,
@@ -188,15 +188,19 @@ def ablation_table(results: list[dict[str, Any]], k: int = 100) -> str:
     return "\n".join(lines)
 
 
-def run_bi_encoder_ablation(cfg: Config, spark: "SparkSession", recipes: list[str] | None = None) -> dict[str, Any]:
-    """Train each recipe (click only, +search, +distill) and log the recall-per-dim table to MLflow."""
+def run_bi_encoder_ablation(cfg: Config, spark: "SparkSession", recipes: list[str] | None = None,
+                            output_root: str | None = None) -> dict[str, Any]:
+    """Train each recipe (click only, +search, +distill) and log the recall-per-dim table to MLflow
+    (``output_root``: keep each recipe's model and export under ``<output_root>/<recipe>``; default a scratch
+    folder removed when the process exits — the registry holds the models)."""
     import mlflow
 
     from kpspark.biencoder.train import RECIPES
     from kpspark.registry import tracking
 
     recipes = recipes or list(RECIPES)
-    results = [run_train_bi_encoder(cfg, spark, r) for r in recipes]
+    results = [run_train_bi_encoder(cfg, spark, r, output_dir=str(Path(output_root) / r) if output_root else None)
+               for r in recipes]
     k = max(cfg.bi_encoder.recall_k)
     table = ablation_table(results, k)
     with tracking.start_run(cfg, "bi-encoder-ablation", spark=spark, tags={"kind": "bi_encoder_ablation"}) as run:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Tuple
@@ -29,7 +28,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from kpspark.errors import KPSparkError
-from kpspark.sparkutil import check_input_cols, ensure_parallelism
+from kpspark.sparkutil import check_input_cols, ensure_parallelism, scratch_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -76,7 +75,7 @@ def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
             if tracking_uri:
                 mlflow.set_tracking_uri(tracking_uri)
                 mlflow.set_registry_uri(tracking_uri)
-            dst = tempfile.mkdtemp(prefix="kpspark-model-")
+            dst = scratch_dir("kpspark-model-")
             _DL_CACHE[key] = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
         return find_export_dir(_DL_CACHE[key])
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,14 @@ def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir
     ev = trainer.evaluate()
     metrics["eval_loss"] = float(ev.get("eval_loss", float("nan")))
     logger.info("cross-encoder trained: %s", metrics)
+    drop_checkpoints(out)
     return {"model_dir": str(final), **metrics}
+
+
+def drop_checkpoints(out_dir: str | os.PathLike[str]) -> None:
+    """Remove the trainer's ``checkpoints/`` folder once the best model is saved under ``model/``: each
+    checkpoint holds the weights plus the optimizer state (~270 MB for MiniLM) and nothing reads them again."""
+    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)
 
 
 def save_hf(model: Any, out: Path) -> Path:

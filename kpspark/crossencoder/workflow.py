@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
+from kpspark.sparkutil import scratch_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -67,7 +67,7 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
     if n == 0 or pos in (0, n):
         raise ValueError(f"recipe {recipe!r} has no usable mix of labels: {counts or 'no rows'}")
     data = with_texts(spark, cfg, pairs).orderBy(F.xxhash64("item_id", "keyphrase_id")).limit(ce.max_train_pairs)
-    out_dir = Path(output_dir or tempfile.mkdtemp(prefix=f"kpspark-ce-{recipe}-"))
+    out_dir = Path(output_dir or scratch_dir(f"kpspark-ce-{recipe}-"))  # the registry keeps the model
     est = CrossEncoderEstimator(outputDir=str(out_dir), init=ce.init, maxLength=ce.max_length, epochs=ce.epochs,
                                 learningRate=ce.lr, batchSize=ce.batch_size, evalSteps=ce.eval_steps,
                                 patience=ce.patience, softLabels=ce.soft_labels, seed=cfg.sample.seed)

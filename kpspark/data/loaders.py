@@ -14,13 +14,13 @@ so the same query gets the same id across loads.
 from __future__ import annotations
 
 import logging
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from kpspark.config import Config
 from kpspark.errors import SchemaError
+from kpspark.sparkutil import scratch_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -48,7 +48,7 @@ def keyphrase_id_col(normalized: "Column") -> "Column":
 def _unzip(path: Path) -> Path:
     if path.suffix != ".zip":
         return path
-    out = Path(tempfile.mkdtemp(prefix="kpspark-unzip-"))
+    out = Path(scratch_dir("kpspark-unzip-"))
     with zipfile.ZipFile(path) as zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
         if len(names) != 1:

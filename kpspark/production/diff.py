@@ -221,9 +221,9 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
             emb = tables.read_table(spark, cfg, "keyphrase_embeddings").join(new_canon, "keyphrase_id") \
                 .join(kps_now.select("keyphrase_id", "text"), "keyphrase_id")
             if emb.limit(1).count():
-                import tempfile
+                from kpspark.sparkutil import scratch_dir
 
-                rev = KeyphraseRetriever(indexDir=tempfile.mkdtemp(prefix="kpspark-diff-index-"), shardBy=r.shard_by,
+                rev = KeyphraseRetriever(indexDir=scratch_dir("kpspark-diff-index-"), shardBy=r.shard_by,
                                          numHashShards=r.num_hash_shards, k=r.k, fallback="none",
                                          idCol="keyphrase_id", indexKind="flat").fit(emb)
                 others = tables.read_table(spark, cfg, "item_embeddings").join(touched, "item_id", "left_anti")

@@ -4,11 +4,11 @@ keyphrases' embeddings (logged to MLflow so executors load it from the artifact 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
+from kpspark.sparkutil import scratch_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
@@ -78,7 +78,7 @@ def run_build_index(cfg: Config, spark: "SparkSession", index_dir: str | None = 
 
     r = cfg.retrieval
     dedupe = run_dedupe(cfg, spark, NormalizeOptions(plural=r.plural, word_order=r.word_order))
-    out = index_dir or tempfile.mkdtemp(prefix="kpspark-index-")
+    out = index_dir or scratch_dir("kpspark-index-")  # logged to MLflow below
     retriever = KeyphraseRetriever(indexDir=out, shardBy=r.shard_by, numHashShards=r.num_hash_shards, k=r.k,
                                    fallback=r.fallback, idCol="keyphrase_id", indexKind=r.index_kind,
                                    exactMax=r.exact_max, efSearch=r.ef_search, nprobe=r.nprobe)

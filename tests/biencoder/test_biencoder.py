@@ -84,6 +84,7 @@ def test_export_parity(trained):
     # independent of the gate: sentence-transformers vs the ONNX fp32 export on fresh texts
     from sentence_transformers import SentenceTransformer
 
+    assert not (tmp / "checkpoints").exists()  # dropped once the best model is saved (~0.5 GB each)
     texts = ["cordless drill 20v", "OtterBox Defender Case for iPhone 11 [SEP] Cell Phones", "日本語 emoji 🎉"]
     st = SentenceTransformer(str(tmp / "model"), device="cpu")
     st.max_seq_length = n
