@@ -2,7 +2,7 @@
 the ``spark-class`` launcher of the pyspark package (``cluster`` fixture), and ``submit`` to run a job
 through ``spark-submit`` against it with the package shipped as a zip (``--py-files``).
 
-Each worker (and so each executor and its Python workers) has its own ``TMPDIR``."""
+Each worker (and so each executor and its Python workers) has its own ``TMPDIR`` and ``SPARK_LOCAL_DIRS``."""
 from __future__ import annotations
 
 import json
@@ -32,7 +32,8 @@ def _spark_home() -> Path:
 
 
 class Cluster:
-    """A running master + workers; ``workers[i]`` is the worker's Popen, ``worker_tmps[i]`` its TMPDIR."""
+    """A running master + workers; ``workers[i]`` is the worker's Popen, ``worker_tmps[i]`` its TMPDIR
+    and local dir (where its executors keep their block-manager folders)."""
 
     def __init__(self, tmp: Path, n_workers: int = 2) -> None:
         self.tmp = tmp
@@ -64,7 +65,8 @@ class Cluster:
     def _start_worker(self, i: int) -> subprocess.Popen:
         return self._launch(["org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1", "--cores", "1",
                              "--memory", "3g", "--work-dir", str(self.tmp / f"worker{i}"), "--webui-port",
-                             str(_free_port())], f"worker{i}", {"TMPDIR": str(self.worker_tmps[i])})
+                             str(_free_port())], f"worker{i}",
+                            {"TMPDIR": str(self.worker_tmps[i]), "SPARK_LOCAL_DIRS": str(self.worker_tmps[i])})
 
     def alive(self) -> int:
         import urllib.request
