@@ -13,7 +13,7 @@ help:
 	@echo "make test    set up and run the test suite"
 	@echo "make report  the offline evaluation report + promotion gate on the demo's lakehouse (after make demo)"
 	@echo "make reliability  the reliability suite (faults, hostile input, secrets, model safety) -> bench/results/reliability.json"
-	@echo "make bench   every benchmark under bench/ in turn (~1.5 h on 2 cores) -> bench/results/*.json, one machine"
+	@echo "make bench   every benchmark under bench/ in turn (~1 h on 2 cores) -> bench/results/*.json, one machine"
 	@echo "make dist    the package as a zip for spark-submit --py-files (dist/kpspark-<version>.zip)"
 	@echo "make jars    resolve the Delta Lake jars from Maven Central into .cache/jars (once)"
 	@echo "make clean   remove the demo's lakehouse/ and mlruns/"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import urllib.request
@@ -24,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-from _common import write_result  # noqa: E402
+from _common import machine_info, write_result  # noqa: E402
 
 
 def sample_pairs(n: int) -> list[tuple[str, str, str]]:
@@ -118,7 +117,7 @@ def main() -> int:
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     pairs = sample_pairs(args.pairs)
-    result = {"benchmark": "llm_judge", "machine": {"cores": cores, "platform": platform.platform(),
+    result = {"benchmark": "llm_judge", "machine": {"cores": cores, **machine_info(),
                                                    "python": sys.version.split()[0]},
               "pairs": len(pairs), "backends": {}}
     result["backends"]["transformers"] = bench_transformers(pairs, cores)
