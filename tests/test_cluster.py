@@ -40,7 +40,7 @@ def test_full_batch_and_daily_diff_run_through_spark_submit_on_a_standalone_clus
     assert recs.where(F.col("run_id") != full["run_id"]).count() == 0  # one atomic overwrite by that run
     assert diff.read_state(spark, lake)[diff.ITEMS_STATE]["run_id"] == full["run_id"]
 
-    # the executors fetched the models and the index themselves, into their block-manager folders ...
+    # the executors fetched the models themselves, into their block-manager folders ...
     assert len(seen.models) >= 2, f"expected the cross-encoder and bi-encoder exports, got {seen.models}"
     assert all(any(part.startswith("blockmgr-") for part in m.parts) for m in seen.models), seen.models
     # ... which Spark deleted when the application ended: nothing piles up on the workers

@@ -43,7 +43,7 @@ def test_get_spark_defaults_the_checkpoint_dir_next_to_the_tables(tmp_path):
 
 
 def test_scratch_dir_is_removed_when_the_driver_process_exits(tmp_path):
-    code = ("import sys; from kpspark.sparkutil import scratch_dir; d = scratch_dir('kpspark-t-'); "
+    code = ("from kpspark.sparkutil import scratch_dir; d = scratch_dir('kpspark-t-'); "
             "open(d + '/model.onnx', 'w').write('x'); print(d)")
     env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}  # no SPARK_LOCAL_DIRS: a driver / plain Python
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
