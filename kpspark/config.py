@@ -98,7 +98,7 @@ class SampleConfig:
 class BatchConfig:
     """Micro-batch sizes of the inference stages."""
 
-    llm: int = 16
+    llm: int = 0  # 0 = the judge backend's default (vllm 256, openai 32, transformers 16)
     cross_encoder: int = 16
     embedder: int = 32
 
@@ -115,6 +115,7 @@ class LlmConfig:
     strategy: str = "uniform"  # uniform | stratified (by category) | all
     sample_size: int = 200  # pairs to label per run (<= 0: all unlabeled pairs)
     chunk_pairs: int = 100  # pairs committed per Delta MERGE (a crash loses at most one chunk)
+    max_error_rate: float = 0.25  # a run whose share of errored rows passes this fails (rows kept for a retry)
     options: Mapping[str, object] = field(default_factory=dict)  # backend options; never secrets
 
 

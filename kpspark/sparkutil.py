@@ -1,4 +1,4 @@
-"""Small helpers shared by the Spark stages: input-column checks, CPU parallelism, frames computed once,
+"""Small helpers shared by the Spark stages: input-column checks, task slots and parallelism, frames computed once,
 scratch folders that go away with their process."""
 from __future__ import annotations
 
@@ -76,23 +76,34 @@ def freeze(dataset: "DataFrame") -> "DataFrame":
     return frozen
 
 
-def ensure_parallelism(dataset: "DataFrame", min_partitions: int = 0) -> "DataFrame":
-    """Repartition a DataFrame that has fewer partitions than the cluster has task slots.
+def task_slots(spark: "Any", min_partitions: int = 0) -> int:
+    """How many tasks a model stage should run in: ``min_partitions`` when > 0, else the session's default
+    parallelism (``spark.default.parallelism``, the cluster's cores), read from the configuration — never by
+    executing a plan. Over Spark Connect (no SparkContext on the client) ``spark.sql.shuffle.partitions``."""
+    if min_partitions > 0:
+        return int(min_partitions)
+    conf = spark.conf.get("spark.default.parallelism", None)
+    if conf:
+        return max(1, int(conf))
+    try:
+        return max(1, int(spark.sparkContext.defaultParallelism))
+    except Exception:  # Spark Connect
+        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200))
 
-    Model inference is CPU-bound per row, so a small Delta table read as one file (or anything
-    after ``limit``) would otherwise run on one core while the others idle. ``min_partitions``
-    defaults to ``spark.sparkContext.defaultParallelism``; ``-1`` disables the check.
+
+def ensure_parallelism(dataset: "DataFrame", min_partitions: int = 0) -> "DataFrame":
+    """Spread a model stage's input over the cluster's task slots (:func:`task_slots`).
+
+    Model inference is CPU-bound per row, so a small Delta table read as one file, anything after
+    ``limit``, or a shuffle that adaptive execution coalesced into one partition would otherwise run on one
+    core while the others idle. The partition count is not looked up (``df.rdd.getNumPartitions()``
+    executes every upstream shuffle stage under adaptive execution, which ran the upstream models twice);
+    the input is repartitioned to the slots instead — a user-given count that adaptive execution keeps.
+    ``min_partitions``: that many tasks (0 = the slots); ``-1`` leaves the input as it is.
     """
     if min_partitions < 0:
         return dataset
-    try:
-        want = min_partitions or dataset.sparkSession.sparkContext.defaultParallelism
-        have = dataset.rdd.getNumPartitions()
-    except Exception:  # Spark Connect: no SparkContext or RDDs on the client; the server plans partitions
-        return dataset
-    if have < want:
-        return dataset.repartition(want)
-    return dataset
+    return dataset.repartition(task_slots(dataset.sparkSession, min_partitions))
 
 
 def validation_items(fraction: float = 0.2, seed: int = 42) -> Any:

@@ -12,9 +12,12 @@ prompt_version string   the prompt template version
 error         string    null, or why this row has no score (it is retried next run)
 ============  ========  ===========================================================
 
-Inference runs in ``mapInPandas`` in micro-batches of ``batchSize``; the backend loads once per
-executor Python process. ``_transform`` is lazy. Null/empty fields are judged as they are (an
-empty title gets ``error`` without calling the model).
+Inference runs in ``mapInPandas`` over the session's task slots, in micro-batches of ``batchSize`` (0 = the
+backend's default: 256 for vLLM); the backend loads once per executor Python process, on the GPU Spark
+assigned to the task when GPUs are scheduled. A backend that cannot load fails the job with a clear error;
+a call that fails marks its rows' ``error``. The prompt template's text travels in the ``promptText``
+param, never as a path an executor would have to read. ``_transform`` is lazy. Null/empty fields are
+judged as they are (an empty title gets ``error`` without calling the model).
 
 Examples
 --------
@@ -76,10 +79,16 @@ class LLMJudge(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     model: Param[str] = Param(Params._dummy(), "model", "model name/path for the backend", TypeConverters.toString)
     promptVersion: Param[str] = Param(Params._dummy(), "promptVersion", "prompt template version",
                                       TypeConverters.toString)
-    promptPath: Param[str] = Param(Params._dummy(), "promptPath", "optional template file overriding the packaged one",
+    promptPath: Param[str] = Param(Params._dummy(), "promptPath", "optional template file overriding the packaged "
+                                   "one (read on the driver; its text reaches the executors in promptText)",
                                    TypeConverters.toString)
+    promptText: Param[str] = Param(Params._dummy(), "promptText", "the template's text ('' = the packaged template "
+                                   "of promptVersion, or promptPath's file)", TypeConverters.toString)
+    minPartitions: Param[int] = Param(Params._dummy(), "minPartitions", "judge tasks (0 = the session's task slots, "
+                                      "-1 = the input's partitions)", TypeConverters.toInt)
     threshold: Param[float] = Param(Params._dummy(), "threshold", "label = p_yes >= threshold", TypeConverters.toFloat)
-    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "pairs per backend call", TypeConverters.toInt)
+    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "pairs per backend call (0 = the backend's "
+                                  "default)", TypeConverters.toInt)
     backendOptions: Param[str] = Param(Params._dummy(), "backendOptions",
                                        "JSON object of backend options (never secrets: use api_key_env)",
                                        _to_json_object)
@@ -87,19 +96,19 @@ class LLMJudge(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     @keyword_only
     def __init__(self, *, titleCol: str = "title", categoryCol: str = "category", keyphraseCol: str = "keyphrase",
                  backend: str = "transformers", model: str = "smollm2", promptVersion: str = "v1",
-                 promptPath: str = "", threshold: float = 0.5, batchSize: int = 16,
-                 backendOptions: str = "{}") -> None:
+                 promptPath: str = "", promptText: str = "", threshold: float = 0.5, batchSize: int = 0,
+                 backendOptions: str = "{}", minPartitions: int = 0) -> None:
         super().__init__()
         self._setDefault(titleCol="title", categoryCol="category", keyphraseCol="keyphrase", backend="transformers",
-                         model="smollm2", promptVersion="v1", promptPath="", threshold=0.5, batchSize=16,
-                         backendOptions="{}")
+                         model="smollm2", promptVersion="v1", promptPath="", promptText="", threshold=0.5,
+                         batchSize=0, backendOptions="{}", minPartitions=0)
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, titleCol: str = "title", categoryCol: str = "category", keyphraseCol: str = "keyphrase",
                   backend: str = "transformers", model: str = "smollm2", promptVersion: str = "v1",
-                  promptPath: str = "", threshold: float = 0.5, batchSize: int = 16,
-                  backendOptions: str = "{}") -> "LLMJudge":
+                  promptPath: str = "", promptText: str = "", threshold: float = 0.5, batchSize: int = 0,
+                  backendOptions: str = "{}", minPartitions: int = 0) -> "LLMJudge":
         """Set several params at once."""
         return self._set(**self._input_kwargs)
 
@@ -123,35 +132,72 @@ class LLMJudge(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         """The ``judge_model`` value rows get: ``<backend>:<model>``."""
         return f"{self.getOrDefault(self.backend)}:{self.getOrDefault(self.model)}"
 
+    def template(self) -> Any:
+        """The :class:`~kpspark.labeling.prompts.PromptTemplate` this judge renders (read on the driver)."""
+        from kpspark.labeling.prompts import load_template, parse_template
+
+        g = self.getOrDefault
+        if g(self.promptText):
+            return parse_template(g(self.promptText), g(self.promptVersion))
+        return load_template(g(self.promptVersion), g(self.promptPath) or None)
+
+    def effectiveBatchSize(self) -> int:
+        """``batchSize``, or the backend's default when it is 0."""
+        from kpspark.labeling.backends.base import DEFAULT_BATCH
+
+        return int(self.getOrDefault(self.batchSize)) or DEFAULT_BATCH[self.getOrDefault(self.backend)]
+
     def _transform(self, dataset: "DataFrame") -> "DataFrame":
         from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
-        from kpspark.labeling.prompts import load_template
+        from kpspark.sparkutil import ensure_parallelism
 
         g = self.getOrDefault
         cols = {"title": g(self.titleCol), "category": g(self.categoryCol), "keyphrase": g(self.keyphraseCol)}
         check_input_cols("LLMJudge", dataset, cols, outputs=OUTPUT_COLS, optional=["category"])
-        load_template(g(self.promptVersion), g(self.promptPath) or None)  # fail fast on a bad version
+        template = self.template()  # a bad version or a missing file fails here, on the driver
         out_schema = StructType(list(dataset.schema.fields) + [
             StructField("p_yes", DoubleType()), StructField("label", IntegerType()), StructField("raw", StringType()),
             StructField("judge_model", StringType()), StructField("prompt_version", StringType()),
             StructField("error", StringType())])
-        fn = make_judge_fn(g(self.backend), g(self.model), g(self.backendOptions), g(self.promptVersion),
-                           g(self.promptPath), float(g(self.threshold)), int(g(self.batchSize)),
+        fn = make_judge_fn(g(self.backend), g(self.model), g(self.backendOptions), template.version,
+                           template.system, template.user, float(g(self.threshold)), self.effectiveBatchSize(),
                            cols["title"], cols["category"], cols["keyphrase"], self.judgeModelName())
-        return dataset.mapInPandas(fn, out_schema)
+        # one task per slot: a work list after a sort + limit is one partition, which one core would judge
+        return ensure_parallelism(dataset, g(self.minPartitions)).mapInPandas(fn, out_schema)
 
 
-def make_judge_fn(backend: str, model: str, options_json: str, prompt_version: str, prompt_path: str,
+def bind_gpu() -> str | None:
+    """Point this Python worker at the GPU(s) Spark assigned to its task (``spark.task.resource.gpu.amount``):
+    sets ``CUDA_VISIBLE_DEVICES`` from ``TaskContext.resources()`` before an engine loads. With one GPU per
+    task, an executor runs one GPU task at a time, so it starts one engine per GPU, not one per core. Returns
+    the addresses, or None without GPU resources (CPU, or a cluster that does not schedule GPUs)."""
+    import os
+
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    gpu = (ctx.resources() if ctx is not None else {}).get("gpu")
+    if gpu is None or not gpu.addresses:
+        return None
+    addresses = ",".join(gpu.addresses)
+    os.environ["CUDA_VISIBLE_DEVICES"] = addresses
+    return addresses
+
+
+def make_judge_fn(backend: str, model: str, options_json: str, prompt_version: str, system: str, user: str,
                   threshold: float, batch_size: int, title_col: str, category_col: str, keyphrase_col: str,
                   judge_model: str) -> Any:
-    """The ``mapInPandas`` function; closes over plain values only and loads on the executor."""
+    """The ``mapInPandas`` function; closes over plain values only (the template's text, not a path) and
+    loads the backend on the executor. A backend that cannot load fails the task (and so the job) with a
+    clear error; one failing call marks its rows' ``error`` and the task goes on."""
 
     def judge_batches(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
+        from kpspark.errors import KPSparkError
         from kpspark.labeling.backends import PairPrompt, get_cached_backend
-        from kpspark.labeling.prompts import load_template, render
+        from kpspark.labeling.prompts import PromptTemplate, render
 
-        template = load_template(prompt_version, prompt_path or None)
+        template = PromptTemplate(prompt_version, system, user)
         be = None
         done, t0 = 0, time.time()
         for pdf in batches:
@@ -170,13 +216,18 @@ def make_judge_fn(backend: str, model: str, options_json: str, prompt_version: s
                     err[i] = "empty keyphrase"
                 else:
                     todo.append((i, PairPrompt(kp, cat, title, render(template, kp, cat, title))))
+            if todo and be is None:
+                bind_gpu()
+                try:
+                    be = get_cached_backend(backend, model, options_json)
+                except Exception as e:
+                    raise KPSparkError(f"LLM judge: the {backend} backend cannot load {model!r}: "
+                                       f"{type(e).__name__}: {e}") from e
             for s in range(0, len(todo), batch_size):
                 chunk = todo[s:s + batch_size]
                 try:
-                    if be is None:
-                        be = get_cached_backend(backend, model, options_json)
-                    results = be.judge([p for _, p in chunk])
-                except Exception as e:  # a failing backend marks the rows, the task goes on
+                    results = be.judge([p for _, p in chunk])  # type: ignore[union-attr]
+                except Exception as e:  # a failing call marks the rows (retried next run); the task goes on
                     logger.warning("judge batch failed: %s", e)
                     for i, _ in chunk:
                         err[i] = f"{type(e).__name__}: {e}"[:500]

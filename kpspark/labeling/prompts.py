@@ -36,7 +36,8 @@ class PromptTemplate:
     user: str
 
 
-def _parse(text: str, version: str) -> PromptTemplate:
+def parse_template(text: str, version: str) -> PromptTemplate:
+    """A template from its text (``### system`` / ``### user`` sections); ValueError when it is not one."""
     parts = _SECTION.split(text)
     sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
     if "user" not in sections:
@@ -54,7 +55,7 @@ def load_template(version: str = "v1", path: str | None = None) -> PromptTemplat
         file = Path(path)
         if not file.exists():
             raise ValueError(f"prompt template {path!r} does not exist")
-        return _parse(file.read_text(encoding="utf-8"), version)
+        return parse_template(file.read_text(encoding="utf-8"), version)
     # importlib.resources: also works when the package is imported from a zip (spark-submit --py-files)
     from importlib.resources import files
 
@@ -64,7 +65,7 @@ def load_template(version: str = "v1", path: str | None = None) -> PromptTemplat
         known = sorted(p.name[len("judge_"):-len(".txt")] for p in templates.iterdir()
                        if p.name.startswith("judge_") and p.name.endswith(".txt"))
         raise ValueError(f"prompt version must be one of {known} (or give a template path), got {version!r}")
-    return _parse(res.read_text(encoding="utf-8"), version)
+    return parse_template(res.read_text(encoding="utf-8"), version)
 
 
 def escape_field(value: object, max_chars: int) -> str:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
-from kpspark.sparkutil import freeze
+from kpspark.errors import KPSparkError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -23,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 STRATEGIES = ("uniform", "stratified", "human", "all")
+ERROR_RATE_MIN_ROWS = 100  # rows judged before llm.max_error_rate can stop a run before its last chunk
 
 
 def build_judge(cfg: Config) -> "LLMJudge":
@@ -31,8 +35,15 @@ def build_judge(cfg: Config) -> "LLMJudge":
 
     from kpspark.labeling.judge import LLMJudge
 
+    from kpspark.labeling.prompts import load_template
+
+    # the template's text goes into the stage (read here, on the driver): no executor reads prompt_path
+    text = ""
+    if cfg.llm.prompt_path:
+        load_template(cfg.llm.prompt_version, cfg.llm.prompt_path)  # a clear error for a missing/bad file
+        text = Path(cfg.llm.prompt_path).read_text(encoding="utf-8")
     return LLMJudge(backend=cfg.llm.backend, model=cfg.llm.model, promptVersion=cfg.llm.prompt_version,
-                    promptPath=cfg.llm.prompt_path, threshold=cfg.llm.threshold, batchSize=cfg.batch.llm,
+                    promptText=text, threshold=cfg.llm.threshold, batchSize=cfg.batch.llm,
                     backendOptions=json.dumps(dict(cfg.llm.options)), keyphraseCol="keyphrase")
 
 
@@ -99,17 +110,58 @@ def run_label_pairs(cfg: Config, spark: "SparkSession", stop_after_chunks: int |
     judge_model, version = judge.judgeModelName(), cfg.llm.prompt_version
     todo = sample_pairs(spark, cfg, pending_pairs(spark, cfg, judge_model, version), cfg.llm.strategy,
                         cfg.llm.sample_size, cfg.sample.seed)
-    todo = freeze(todo)  # freeze the work list: chunks must not re-sample
-    total = todo.count()
+    work = _work_list(spark, cfg, todo)  # frozen (chunks must not re-sample) and partitioned by chunk
+    try:
+        return _label_chunks(spark, cfg, judge, work, stop_after_chunks)
+    finally:
+        _rmtree(work[0])
+
+
+def _work_list(spark: "SparkSession", cfg: Config, todo: "DataFrame") -> tuple[str, int, int]:
+    """Write the pending pairs once, partitioned by chunk, next to the tables (shared storage): each chunk
+    then reads only its own folder instead of rescanning the whole list. Returns (path, pairs, chunks)."""
+    from pyspark.sql import functions as F
+
+    from kpspark.data.tables import lakehouse_root
+    from kpspark.sparkutil import task_slots
+
+    path = f"{lakehouse_root(cfg)}/_work/labeling-{uuid.uuid4().hex[:12]}"
+    todo.write.mode("overwrite").parquet(path + "/all")  # the sample is computed exactly once
+    listed = spark.read.parquet(path + "/all")
+    total = listed.count()
     n_chunks = max(1, math.ceil(total / max(1, cfg.llm.chunk_pairs)))
-    todo = todo.withColumn("_chunk", F.pmod(F.xxhash64("item_id", "keyphrase_id"), F.lit(n_chunks)))
+    (listed.withColumn("_chunk", F.pmod(F.xxhash64("item_id", "keyphrase_id"), F.lit(n_chunks)))
+     .repartition(task_slots(spark), "_chunk").write.mode("overwrite").partitionBy("_chunk").parquet(path + "/chunks"))
+    _rmtree(path + "/all")
+    return path, total, n_chunks
+
+
+def _rmtree(path: str) -> None:
+    local = path.removeprefix("file:")
+    if "://" in local:  # object storage: the folder is small and named by run; left for a lifecycle rule
+        logger.info("labeling work list left at %s", path)
+        return
+    shutil.rmtree(local, ignore_errors=True)
+
+
+def _label_chunks(spark: "SparkSession", cfg: Config, judge: "LLMJudge", work: tuple[str, int, int],
+                  stop_after_chunks: int | None) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+    from kpspark.data.schemas import LLM_LABELS
+    from kpspark.sparkutil import freeze
+
+    path, total, n_chunks = work
+    judge_model, version = judge.judgeModelName(), cfg.llm.prompt_version
     logger.info("labeling %d pending pairs with %s (prompt %s) in %d chunk(s)", total, judge_model, version, n_chunks)
     written = errors = 0
     t0 = time.time()
-    for c in range(n_chunks):
+    for c in range(n_chunks if total else 0):
         if stop_after_chunks is not None and c >= stop_after_chunks:
             break
-        labeled = judge.transform(todo.where(F.col("_chunk") == c).drop("_chunk"))
+        chunk = spark.read.parquet(path + "/chunks").where(F.col("_chunk") == c).drop("_chunk")
+        labeled = judge.transform(chunk)
         # run the judge exactly once per chunk: the write below reads the rows more than once
         rows = labeled.select(*[F.col(x) for x in LLM_LABELS.columns if x != "labeled_at"],
                               F.current_timestamp().alias("labeled_at"))
@@ -122,8 +174,16 @@ def run_label_pairs(cfg: Config, spark: "SparkSession", stop_after_chunks: int |
         rate = written / max(elapsed, 1e-9)
         eta = (total - written) / rate if rate > 0 else float("nan")
         logger.info("chunk %d/%d: %d labeled so far, %.2f pairs/s, ETA %.0fs", c + 1, n_chunks, written, rate, eta)
+        # judged on enough rows (a first chunk may hold just the retried failures), and always at the end
+        enough = written >= min(total, ERROR_RATE_MIN_ROWS) or c == n_chunks - 1
+        if written and enough and errors / written > cfg.llm.max_error_rate:
+            raise KPSparkError(
+                f"LLM labeling: {errors} of {written} judged rows have an error ({errors / written:.0%} > "
+                f"llm.max_error_rate={cfg.llm.max_error_rate}); stopping. The rows are in llm_labels with their "
+                "error and are retried by the next run; see the error column for why (endpoint down, refused "
+                "calls, a model without yes/no logprobs)")
     return {"judge_model": judge_model, "prompt_version": version, "pending": total, "labeled": written,
-            "errors": errors, "seconds": round(time.time() - t0, 1),
+            "errors": errors, "chunks": n_chunks, "seconds": round(time.time() - t0, 1),
             "pairs_per_s": round(written / max(time.time() - t0, 1e-9), 2)}
 
 

@@ -221,11 +221,11 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
             emb = tables.read_table(spark, cfg, "keyphrase_embeddings").join(new_canon, "keyphrase_id") \
                 .join(kps_now.select("keyphrase_id", "text"), "keyphrase_id")
             if emb.limit(1).count():
-                from kpspark.sparkutil import scratch_dir
-
-                rev = KeyphraseRetriever(indexDir=scratch_dir("kpspark-diff-index-"), shardBy=r.shard_by,
-                                         numHashShards=r.num_hash_shards, k=r.k, fallback="none",
-                                         idCol="keyphrase_id", indexKind="flat").fit(emb)
+                # the new keyphrases' index goes to this run's artifacts: every executor reaches it there
+                rev = KeyphraseRetriever(indexDir=f"runs:/{run.info.run_id}/new_keyphrase_index",
+                                         shardBy=r.shard_by, numHashShards=r.num_hash_shards, k=r.k,
+                                         fallback="none", idCol="keyphrase_id", indexKind="flat",
+                                         trackingUri=tracking.tracking_uri(cfg)).fit(emb)
                 others = tables.read_table(spark, cfg, "item_embeddings").join(touched, "item_id", "left_anti")
                 rev.set(rev.embeddingCol, "embedding")
                 rev.set(rev.idCol, "item_id")  # the fitted model queries with items

@@ -7,6 +7,12 @@ only 0.77-0.83 at the same speed). ``kind="hnsw"`` is still available.
 Each shard is two files, ``<sid>.faiss`` (the index, faiss ids = row numbers) and ``<sid>.parquet``
 (keyphrase_id, keyphrase text per row); ``manifest.json`` lists the shards. Embeddings are
 L2-normalized, so inner product = cosine.
+
+Where an index lives (its *location*) is either a folder (every node must read it: shared storage) or an
+MLflow artifact URI. On a cluster the index is built into ``runs:/<run id>/index``: each executor builds its
+shards and uploads them to the run itself, the driver adds the manifest, and each executor that searches
+downloads just the shard files it needs from the tracking server, into its own scratch folder, kept in a
+bounded per-process cache. No file of one node is read by another.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import json
 import math
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -90,43 +97,158 @@ def write_shard(out_dir: str | os.PathLike[str], key: str, ids: np.ndarray, text
     return {"key": key, "sid": sid, "n": int(len(ids)), "kind": kind, "dim": int(emb.shape[1])}
 
 
-def write_manifest(out_dir: str | os.PathLike[str], shards: list[dict[str, Any]], shard_by: str,
-                   params: IndexParams) -> Path:
-    """Write ``manifest.json`` (+ the ``kpspark_model.json`` marker so registry downloads find the folder)."""
-    out = Path(out_dir)
+def is_artifact_uri(location: str) -> bool:
+    """True for an MLflow artifact location (``runs:/``, ``models:/``, ``mlflow-artifacts:/``, ``s3://`` ...);
+    False for a folder (a plain path or ``file://``)."""
+    return ("://" in location or location.startswith(("runs:", "models:"))) and not location.startswith("file://")
+
+
+def _folder(location: str) -> Path:
+    return Path(location.removeprefix("file://"))
+
+
+def run_artifact_dest(location: str) -> tuple[str, str]:
+    """(run id, artifact path) of a ``runs:/<run id>/<path>`` location, the only URI an index is built into."""
+    if not location.startswith("runs:/"):
+        raise ValueError(f"an index is built into a folder or a runs:/<run id>/<path> URI, got {location!r}")
+    run_id, _, path = location[len("runs:/"):].strip("/").partition("/")
+    if not run_id:
+        raise ValueError(f"no run id in {location!r}")
+    return run_id, path
+
+
+def _client(tracking_uri: str | None) -> Any:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri or None, registry_uri=tracking_uri or None)
+
+
+def _publish(location: str, tracking_uri: str | None, files: dict[str, bytes | str]) -> None:
+    """Write ``files`` (name -> content) into an index location: a folder, or the run's artifacts (each
+    executor uploads what it built: nothing passes through a disk another node would have to read)."""
+    if not is_artifact_uri(location):
+        out = _folder(location)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (out / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        return
+    import shutil
+
+    from kpspark.sparkutil import scratch_dir
+
+    run_id, path = run_artifact_dest(location)
+    tmp = scratch_dir("kpspark-index-upload-")
+    try:
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        _client(tracking_uri).log_artifacts(run_id, tmp, path or None)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_shard(location: str, tracking_uri: str | None, key: str, ids: np.ndarray, texts: list[str],
+                  emb: np.ndarray, params: IndexParams) -> dict[str, Any]:
+    """Build one shard and put it at ``location`` (see :func:`_publish`); returns its manifest entry."""
+    from kpspark.sparkutil import scratch_dir
+
+    if not is_artifact_uri(location):
+        return write_shard(_folder(location), key, ids, texts, emb, params)
+    tmp = scratch_dir("kpspark-shard-build-")
+    entry = write_shard(tmp, key, ids, texts, emb, params)
+    sid = entry["sid"]
+    _publish(location, tracking_uri, {f"{sid}.faiss": (Path(tmp) / f"{sid}.faiss").read_bytes(),
+                                      f"{sid}.parquet": (Path(tmp) / f"{sid}.parquet").read_bytes()})
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return entry
+
+
+def write_manifest(location: str | os.PathLike[str], shards: list[dict[str, Any]], shard_by: str,
+                   params: IndexParams, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Write ``manifest.json`` (+ the ``kpspark_model.json`` marker so registry downloads find the folder)
+    at ``location``; returns the manifest."""
     dims = {s["dim"] for s in shards}
     if len(dims) > 1:
         raise KPSparkError(f"shards disagree on the embedding dim: {sorted(dims)}")
     manifest = {"shard_by": shard_by, "params": asdict(params), "dim": dims.pop() if dims else 0,
                 "shards": sorted(shards, key=lambda s: s["key"])}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    (out / "kpspark_model.json").write_text(json.dumps({"kind": "keyphrase_index", "manifest": MANIFEST}))
-    return out / MANIFEST
+    _publish(str(location), tracking_uri, {
+        MANIFEST: json.dumps(manifest, indent=2),
+        "kpspark_model.json": json.dumps({"kind": "keyphrase_index", "manifest": MANIFEST})})
+    return manifest
 
 
-def read_manifest(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of an index folder (clear error when it is not one)."""
-    p = Path(index_dir) / MANIFEST
+def _fetch(location: str, tracking_uri: str | None, name: str) -> Path:
+    """A local copy of one file of an index location (folders are read in place)."""
+    if not is_artifact_uri(location):
+        return _folder(location) / name
+    import mlflow
+
+    from kpspark.sparkutil import scratch_dir
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location.rstrip('/')}/{name}",
+                                                        dst_path=scratch_dir("kpspark-shard-")))
+    except Exception as e:
+        raise KPSparkError(f"cannot download {name} of the keyphrase index {location}: {e}") from e
+
+
+def read_manifest(location: str | os.PathLike[str], tracking_uri: str | None = None) -> dict[str, Any]:
+    """The manifest of an index (a folder or an artifact URI; clear error when it is not one)."""
+    location = str(location)
+    try:
+        p = _fetch(location, tracking_uri, MANIFEST)
+    except KPSparkError as e:
+        raise KPSparkError(f"{location} is not a keyphrase index ({e}); fit a KeyphraseRetriever first") from e
     if not p.exists():
-        raise KPSparkError(f"{index_dir} is not a keyphrase index (no {MANIFEST}); fit a KeyphraseRetriever first")
+        raise KPSparkError(f"{location} is not a keyphrase index (no {MANIFEST}); fit a KeyphraseRetriever first")
     return json.loads(p.read_text())  # type: ignore[no-any-return]
 
 
-class Shard:
-    """A loaded shard: ``search(queries, k)`` -> list per query of (keyphrase_ids, texts, scores)."""
+def check_shards(location: str, manifest: dict[str, Any], tracking_uri: str | None = None) -> None:
+    """Raise :class:`KPSparkError` naming the shard files the manifest lists but the location lacks (checked
+    on the driver, before any task runs). A ``models:/`` location is not listed (its files are checked when
+    an executor downloads them)."""
+    want = {f"{s['sid']}.{ext}" for s in manifest["shards"] for ext in ("faiss", "parquet")}
+    if not is_artifact_uri(location):
+        have = set(os.listdir(_folder(location))) if _folder(location).is_dir() else set()
+    elif location.startswith("runs:/"):
+        run_id, path = run_artifact_dest(location)
+        have = {Path(f.path).name for f in _client(tracking_uri).list_artifacts(run_id, path or None)}
+    else:
+        return
+    missing = sorted(want - have)
+    if missing:
+        raise KPSparkError(f"the keyphrase index {location} lacks {len(missing)} shard file(s) its manifest "
+                           f"lists: {missing[:6]}{' ...' if len(missing) > 6 else ''}")
 
-    def __init__(self, index_dir: str | os.PathLike[str], sid: str, ef_search: int, nprobe: int) -> None:
+
+class Shard:
+    """A loaded shard: ``search(queries, k)`` -> (scores, row numbers); ``ids``/``texts`` per row."""
+
+    def __init__(self, index_dir: str | os.PathLike[str], sid: str, ef_search: int, nprobe: int,
+                 tracking_uri: str | None = None) -> None:
         faiss = require("faiss", "ann")
-        d = Path(index_dir)
+        location = str(index_dir)
+        self.local_files: list[Path] = []
         try:
-            self.index = faiss.read_index(str(d / f"{sid}.faiss"))  # type: ignore[attr-defined]
+            index_file, meta_file = (_fetch(location, tracking_uri, f"{sid}.{ext}") for ext in ("faiss", "parquet"))
+            self.index = faiss.read_index(str(index_file))  # type: ignore[attr-defined]
         except Exception as e:
-            raise KPSparkError(f"cannot read shard {sid} of {index_dir}: {e}") from e
+            raise KPSparkError(f"cannot read shard {sid} of {location}: {e}") from e
+        if is_artifact_uri(location):
+            self.local_files = [index_file, meta_file]
         if hasattr(self.index, "hnsw"):
             self.index.hnsw.efSearch = ef_search
         if hasattr(self.index, "nprobe"):
             self.index.nprobe = nprobe
-        meta = pd.read_parquet(d / f"{sid}.parquet")
+        meta = pd.read_parquet(meta_file)
         self.ids = meta["keyphrase_id"].to_numpy()
         self.texts = meta["keyphrase"].to_numpy(dtype=object)
 
@@ -135,17 +257,40 @@ class Shard:
         q = np.ascontiguousarray(queries, dtype="float32")
         return self.index.search(q, min(k, max(1, self.index.ntotal)))  # type: ignore[no-any-return]
 
+    def release(self) -> None:
+        """Drop the downloaded files (the shard was evicted from the cache)."""
+        import shutil
 
-_SHARDS: dict[str, Shard] = {}
+        for f in self.local_files:
+            shutil.rmtree(f.parent, ignore_errors=True)
+
+
+#: shards one Python worker keeps loaded at once (least recently used evicted first); rows are routed so a
+#: task sees few shards, and a worker that ends up with more than this reloads instead of holding every shard
+SHARD_CACHE_SIZE = int(os.environ.get("KPSPARK_SHARD_CACHE", "8"))
+_SHARDS: "OrderedDict[str, Shard]" = OrderedDict()
 _LOCK = threading.Lock()
+loads = 0  # shards loaded by this process (tests read it)
 
 
-def get_shard(index_dir: str, sid: str, ef_search: int, nprobe: int) -> Shard:
-    """One loaded shard per Python worker (faiss single-threaded: Spark already runs one task per core)."""
-    key = f"{index_dir}|{sid}|{ef_search}|{nprobe}"
+def get_shard(index_dir: str, sid: str, ef_search: int, nprobe: int, tracking_uri: str | None = None,
+              cache_size: int | None = None) -> Shard:
+    """A loaded shard from this Python worker's bounded LRU cache (faiss single-threaded: Spark already runs
+    one task per core). ``index_dir``: a folder or an artifact URI; an executor downloads only the shard
+    files it searches."""
+    global loads
+    key = f"{tracking_uri or ''}|{index_dir}|{sid}|{ef_search}|{nprobe}"
+    size = max(1, SHARD_CACHE_SIZE if cache_size is None else cache_size)
     with _LOCK:
-        if key not in _SHARDS:
-            faiss = require("faiss", "ann")
-            faiss.omp_set_num_threads(1)  # type: ignore[attr-defined]
-            _SHARDS[key] = Shard(index_dir, sid, ef_search, nprobe)
-        return _SHARDS[key]
+        if key in _SHARDS:
+            _SHARDS.move_to_end(key)
+            return _SHARDS[key]
+        faiss = require("faiss", "ann")
+        faiss.omp_set_num_threads(1)  # type: ignore[attr-defined]
+        shard = Shard(index_dir, sid, ef_search, nprobe, tracking_uri)
+        loads += 1
+        _SHARDS[key] = shard
+        while len(_SHARDS) > size:
+            _, old = _SHARDS.popitem(last=False)
+            old.release()
+        return shard

@@ -1,9 +1,11 @@
 """``KeyphraseRetriever`` (Estimator) -> ``KeyphraseRetrieverModel``: per-item top-k keyphrases by ANN.
 
-Fit builds one faiss index per shard *on the executors* (``applyInPandas`` per shard, files under
-``indexDir``, which must be storage every executor reads on a cluster) and writes the manifest.
-Transform routes each item to its shard(s), searches them in ``mapInPandas`` with batched queries
-(one loaded shard per Python worker), and merges the per-shard candidates into the top ``k`` with
+Fit builds one faiss index per shard *on the executors* (``applyInPandas`` per shard) into ``indexDir``: a
+folder every node reads (shared storage), or ``runs:/<run id>/<path>``, where each executor uploads its
+shards to the MLflow run and the driver adds the manifest (see :mod:`kpspark.retrieval.index`).
+Transform checks on the driver that every shard the manifest lists is there, routes each item to its
+shard(s) (rows of one shard to few tasks), searches them in ``mapInPandas`` with batched queries (each
+executor downloads the shards it searches, a bounded cache per Python worker), and merges the per-shard candidates into the top ``k`` with
 DataFrame code. Output: the input item columns (without the embedding) plus ``keyphrase_id``,
 ``keyphrase``, ``retriever_score`` (cosine) and ``retriever_rank`` (1 = best).
 
@@ -55,11 +57,15 @@ class _RetrieverParams(Params):
     nprobe: Param[int] = Param(Params._dummy(), "nprobe", "IVF lists probed", TypeConverters.toInt)
     trackingUri: Param[str] = Param(Params._dummy(), "trackingUri", "MLflow URI for registry index URIs",
                                     TypeConverters.toString)
+    minPartitions: Param[int] = Param(Params._dummy(), "minPartitions", "search tasks (0 = the session's task "
+                                      "slots)", TypeConverters.toInt)
+    shardCacheSize: Param[int] = Param(Params._dummy(), "shardCacheSize", "shards kept loaded per Python worker "
+                                       "(0 = KPSPARK_SHARD_CACHE or 8)", TypeConverters.toInt)
 
     _defaults: dict[str, Any] = dict(indexDir="", shardBy="category", numHashShards=4, k=100, fallback="all",
                                      embeddingCol="embedding", categoryCol="category", idCol="item_id",
                                      textCol="text", indexKind="auto", exactMax=20_000, efSearch=128, nprobe=16,
-                                     trackingUri="")
+                                     trackingUri="", minPartitions=0, shardCacheSize=0)
 
     def _check(self) -> None:
         g = self.getOrDefault
@@ -97,7 +103,8 @@ class KeyphraseRetriever(Estimator, _RetrieverParams, DefaultParamsReadable, Def
     def __init__(self, *, indexDir: str = "", shardBy: str = "category", numHashShards: int = 4, k: int = 100,
                  fallback: str = "all", embeddingCol: str = "embedding", categoryCol: str = "category",
                  idCol: str = "item_id", textCol: str = "text", indexKind: str = "auto", exactMax: int = 20_000,
-                 efSearch: int = 128, nprobe: int = 16, trackingUri: str = "") -> None:
+                 efSearch: int = 128, nprobe: int = 16, trackingUri: str = "", minPartitions: int = 0,
+                 shardCacheSize: int = 0) -> None:
         super().__init__()
         self._setDefault(**self._defaults)
         self._set(**self._input_kwargs)
@@ -111,13 +118,18 @@ class KeyphraseRetriever(Estimator, _RetrieverParams, DefaultParamsReadable, Def
 
         self._check()
         g = self.getOrDefault
-        if not g(self.indexDir) or "://" in g(self.indexDir) and not g(self.indexDir).startswith("file://"):
-            raise ValueError("KeyphraseRetriever: indexDir must be a folder (log it to MLflow afterwards)")
+        from kpspark.retrieval.index import is_artifact_uri, run_artifact_dest
+
+        location, tracking = g(self.indexDir), g(self.trackingUri) or None
+        if not location:
+            raise ValueError("KeyphraseRetriever: indexDir is not set (a folder on shared storage, or "
+                             "runs:/<run id>/<path> to log the shards to an MLflow run)")
+        if is_artifact_uri(location):
+            run_artifact_dest(location)  # ValueError unless runs:/<run id>/<path>
         need = ["keyphrase_id", g(self.textCol), g(self.embeddingCol)]
         missing = [c for c in need if c not in dataset.columns]
         if missing:
             raise SchemaError(f"KeyphraseRetriever: input lacks {missing}; found {dataset.columns}")
-        out_dir = g(self.indexDir).removeprefix("file://")
         params = asdict(self.index_params())
         src = dataset.where(F.col(g(self.embeddingCol)).isNotNull()).select(
             _shard_key(dataset, g(self.shardBy), g(self.categoryCol), "keyphrase_id", g(self.numHashShards))
@@ -125,25 +137,27 @@ class KeyphraseRetriever(Estimator, _RetrieverParams, DefaultParamsReadable, Def
             F.col(g(self.textCol)).alias("keyphrase"), F.col(g(self.embeddingCol)).alias("embedding"))
 
         def build(pdf: pd.DataFrame) -> pd.DataFrame:
-            from kpspark.retrieval.index import IndexParams, write_shard
+            from kpspark.retrieval.index import IndexParams, publish_shard
 
             emb = np.stack(pdf["embedding"].to_numpy()).astype("float32")
-            entry = write_shard(out_dir, str(pdf["shard"].iat[0]), pdf["keyphrase_id"].to_numpy(),
-                                pdf["keyphrase"].tolist(), emb, IndexParams(**params))
+            entry = publish_shard(location, tracking, str(pdf["shard"].iat[0]), pdf["keyphrase_id"].to_numpy(),
+                                  pdf["keyphrase"].tolist(), emb, IndexParams(**params))
             return pd.DataFrame([entry])
 
         rows = src.groupBy("shard").applyInPandas(build, "key string, sid string, n long, kind string, dim int") \
             .collect()
         if not rows:
             raise ValueError("KeyphraseRetriever: no keyphrase with an embedding to index")
-        write_manifest(out_dir, [r.asDict() for r in rows], g(self.shardBy), self.index_params())
+        write_manifest(location, [r.asDict() for r in rows], g(self.shardBy), self.index_params(), tracking)
         model = KeyphraseRetrieverModel()
         self._copyValues(model)
-        return model._set(indexDir=out_dir)  # type: ignore[no-any-return]
+        return model._set(indexDir=location)  # type: ignore[no-any-return]
 
 
-def make_search_fn(index_dir: str, k: int, ef_search: int, nprobe: int) -> Any:
-    """The ``mapInPandas`` body: rows (item_id, sid, embedding) -> (item_id, keyphrase_id, keyphrase, score)."""
+def make_search_fn(index_uri: str, k: int, ef_search: int, nprobe: int, tracking_uri: str | None = None,
+                   cache_size: int | None = None) -> Any:
+    """The ``mapInPandas`` body: rows (item_id, sid, embedding) -> (item_id, keyphrase_id, keyphrase, score).
+    Closes over plain values: each executor loads (downloads, for an artifact URI) the shards it searches."""
 
     def search(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from kpspark.retrieval.index import get_shard
@@ -151,7 +165,7 @@ def make_search_fn(index_dir: str, k: int, ef_search: int, nprobe: int) -> Any:
         for pdf in batches:
             outs = []
             for sid, part in pdf.groupby("sid", sort=False):
-                shard = get_shard(index_dir, str(sid), ef_search, nprobe)
+                shard = get_shard(index_uri, str(sid), ef_search, nprobe, tracking_uri, cache_size)
                 q = np.stack(part["embedding"].to_numpy()).astype("float32")
                 scores, rows = shard.search(q, k)
                 item = np.repeat(part["item_id"].to_numpy(), rows.shape[1])
@@ -167,6 +181,17 @@ def make_search_fn(index_dir: str, k: int, ef_search: int, nprobe: int) -> Any:
     return search
 
 
+def route_by_shard(routed: "DataFrame", n_shards: int, partitions: int) -> "DataFrame":
+    """Spread (item, shard) rows over ``partitions`` tasks so the rows of one shard go to few tasks (each
+    shard gets ``partitions / n_shards`` hash buckets of its items), sorted by shard inside a task: a worker
+    loads a shard once per task and only the shards routed to it, instead of every shard."""
+    from pyspark.sql import functions as F
+
+    per_shard = max(1, partitions // max(1, n_shards))
+    bucket = F.pmod(F.xxhash64("item_id"), F.lit(per_shard))
+    return routed.repartition(max(1, partitions), "sid", bucket).sortWithinPartitions("sid")
+
+
 class KeyphraseRetrieverModel(Model, _RetrieverParams, DefaultParamsReadable, DefaultParamsWritable):
     """Per-item top-k keyphrases from the sharded index (see the module doc)."""
 
@@ -174,7 +199,8 @@ class KeyphraseRetrieverModel(Model, _RetrieverParams, DefaultParamsReadable, De
     def __init__(self, *, indexDir: str = "", shardBy: str = "category", numHashShards: int = 4, k: int = 100,
                  fallback: str = "all", embeddingCol: str = "embedding", categoryCol: str = "category",
                  idCol: str = "item_id", textCol: str = "text", indexKind: str = "auto", exactMax: int = 20_000,
-                 efSearch: int = 128, nprobe: int = 16, trackingUri: str = "") -> None:
+                 efSearch: int = 128, nprobe: int = 16, trackingUri: str = "", minPartitions: int = 0,
+                 shardCacheSize: int = 0) -> None:
         super().__init__()
         self._setDefault(**self._defaults)
         self._set(**self._input_kwargs)
@@ -183,24 +209,19 @@ class KeyphraseRetrieverModel(Model, _RetrieverParams, DefaultParamsReadable, De
         """Set the number of candidates per item."""
         return self._set(k=value)
 
-    def local_index_dir(self) -> str:
-        """The index folder on this machine (a registry/run URI is downloaded once per process)."""
-        from kpspark.crossencoder.scorer import local_model_dir
-
-        return str(local_model_dir(self.getOrDefault(self.indexDir), self.getOrDefault(self.trackingUri) or None))
-
     def manifest(self) -> dict[str, Any]:
         """The index manifest (read on the driver: shard keys and sizes only)."""
         from kpspark.retrieval.index import read_manifest
 
-        return read_manifest(self.local_index_dir())
+        return read_manifest(self.getOrDefault(self.indexDir), self.getOrDefault(self.trackingUri) or None)
 
     def _transform(self, dataset: "DataFrame") -> "DataFrame":
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         from kpspark.registry.models import pin_alias
-        from kpspark.sparkutil import ensure_parallelism
+        from kpspark.retrieval.index import check_shards, read_manifest
+        from kpspark.sparkutil import task_slots
 
         self._check()
         g = self.getOrDefault
@@ -212,10 +233,10 @@ class KeyphraseRetrieverModel(Model, _RetrieverParams, DefaultParamsReadable, De
                 raise SchemaError(f"KeyphraseRetrieverModel: input lacks column {c!r}; found {dataset.columns}")
         if not dict(dataset.dtypes)[emb_col].startswith("array"):
             raise SchemaError(f"KeyphraseRetrieverModel: {emb_col!r} must be an array of floats")
-        manifest = self.manifest()
-        index_uri = pin_alias(g(self.indexDir), g(self.trackingUri))
-        index_dir = index_uri if "://" not in index_uri and not index_uri.startswith(("models:", "runs:")) \
-            else self.local_index_dir()
+        tracking = g(self.trackingUri) or None
+        index_uri = pin_alias(g(self.indexDir), tracking)
+        manifest = read_manifest(index_uri, tracking)
+        check_shards(index_uri, manifest, tracking)  # a missing shard fails here, before any task
         spark = dataset.sparkSession
         shards = spark.createDataFrame([(s["key"], s["sid"]) for s in manifest["shards"]], "shard string, sid string")
         items = dataset.where(F.col(emb_col).isNotNull()).select(
@@ -230,8 +251,10 @@ class KeyphraseRetrieverModel(Model, _RetrieverParams, DefaultParamsReadable, De
                 unseen = items.join(F.broadcast(shards), "shard", "left_anti").crossJoin(
                     F.broadcast(shards.select("sid")))
                 routed = known.unionByName(unseen.select("item_id", "embedding", "sid"))
-        routed = ensure_parallelism(routed.select("item_id", "sid", "embedding"))
-        fn = make_search_fn(index_dir, g(self.k), g(self.efSearch), g(self.nprobe))
+        routed = route_by_shard(routed.select("item_id", "sid", "embedding"), len(manifest["shards"]),
+                                task_slots(spark, g(self.minPartitions)))
+        fn = make_search_fn(index_uri, g(self.k), g(self.efSearch), g(self.nprobe), tracking,
+                            g(self.shardCacheSize) or None)
         cands = routed.mapInPandas(fn, "item_id long, keyphrase_id long, keyphrase string, retriever_score float")
         w = Window.partitionBy("item_id").orderBy(F.desc("retriever_score"), F.asc("keyphrase_id"))
         top = (cands.dropDuplicates(["item_id", "keyphrase_id"])

@@ -1,5 +1,5 @@
 """Recommendation workflow: de-duplicate keyphrases, build the sharded index from the canonical
-keyphrases' embeddings (logged to MLflow so executors load it from the artifact store), and run the
+keyphrases' embeddings (the executors upload its shards to an MLflow run and download them from there), and run the
 ``embed -> retrieve -> score -> filter`` pipeline over the items into ``recommendations``."""
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
-from kpspark.sparkutil import scratch_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
@@ -68,7 +67,9 @@ def index_input(spark: "SparkSession", cfg: Config) -> "DataFrame":
 
 
 def run_build_index(cfg: Config, spark: "SparkSession", index_dir: str | None = None) -> dict[str, Any]:
-    """De-duplicate, fit the retriever on the canonical keyphrases, log the index to MLflow."""
+    """De-duplicate, fit the retriever on the canonical keyphrases into an MLflow run's artifacts (each
+    executor uploads the shards it builds; ``index_dir``: a folder on shared storage instead), and log the
+    figures. Returns the index URI every node can load (``runs:/<run id>/index``, or the folder)."""
     import mlflow
 
     from kpspark.registry import tracking
@@ -78,23 +79,24 @@ def run_build_index(cfg: Config, spark: "SparkSession", index_dir: str | None = 
 
     r = cfg.retrieval
     dedupe = run_dedupe(cfg, spark, NormalizeOptions(plural=r.plural, word_order=r.word_order))
-    out = index_dir or scratch_dir("kpspark-index-")  # logged to MLflow below
-    retriever = KeyphraseRetriever(indexDir=out, shardBy=r.shard_by, numHashShards=r.num_hash_shards, k=r.k,
-                                   fallback=r.fallback, idCol="keyphrase_id", indexKind=r.index_kind,
-                                   exactMax=r.exact_max, efSearch=r.ef_search, nprobe=r.nprobe)
-    t0 = time.time()
-    model = retriever.fit(index_input(spark, cfg))
-    manifest = model.manifest()
+    uri = tracking.tracking_uri(cfg)
     with tracking.start_run(cfg, "build-keyphrase-index", spark=spark,
                             tables=["keyphrases", "keyphrase_embeddings", "keyphrase_map"],
                             tags={"kind": "keyphrase_index"}) as run:
+        location = index_dir or f"runs:/{run.info.run_id}/index"
+        retriever = KeyphraseRetriever(indexDir=location, shardBy=r.shard_by, numHashShards=r.num_hash_shards,
+                                       k=r.k, fallback=r.fallback, idCol="keyphrase_id", indexKind=r.index_kind,
+                                       exactMax=r.exact_max, efSearch=r.ef_search, nprobe=r.nprobe,
+                                       trackingUri=uri)
+        t0 = time.time()
+        model = retriever.fit(index_input(spark, cfg))
+        manifest = model.manifest()
         mlflow.log_params({"shard_by": r.shard_by, "index_kind": r.index_kind, "k": r.k})
         mlflow.log_metrics({"index_shards": len(manifest["shards"]),
                             "index_keyphrases": sum(s["n"] for s in manifest["shards"]),
                             "dedupe_duplicates_removed": dedupe["duplicates_removed"],
                             "dedupe_quarantined": dedupe["quarantined"], "index_build_s": time.time() - t0})
-        mlflow.log_artifacts(out, "index")
-    return {"index_uri": f"runs:/{run.info.run_id}/index", "run_id": run.info.run_id, "dedupe": dedupe,
+    return {"index_uri": location, "run_id": run.info.run_id, "dedupe": dedupe,
             "shards": len(manifest["shards"]), "kinds": sorted({s["kind"] for s in manifest["shards"]}),
             "indexed": sum(s["n"] for s in manifest["shards"])}
 

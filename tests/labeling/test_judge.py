@@ -5,6 +5,7 @@ import importlib.util
 
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
+from pyspark.sql import functions as F
 
 from kpspark.data import tables
 from kpspark.errors import SchemaError
@@ -68,7 +69,9 @@ def test_labeling_job_is_resumable_and_retries_errors(spark, cfg):
     cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, size="60"))
     run_generate_sample(cfg, spark)
     n_pairs = tables.read_table(spark, cfg, "pairs").count()
-    c = _fake_cfg(cfg, strategy="all", sample_size=0, chunk_pairs=200, options={"fail_every": 7})
+    # one pair in 7 fails, deterministically: a rerun's chunks hold those again (bound set above their share)
+    c = _fake_cfg(cfg, strategy="all", sample_size=0, chunk_pairs=200, options={"fail_every": 7},
+                  max_error_rate=0.5)
     first = workflow.run_label_pairs(c, spark, stop_after_chunks=1)  # "crash" after the first chunk
     assert 0 < first["labeled"] < n_pairs
     second = workflow.run_label_pairs(c, spark)  # the rerun labels only what is pending
@@ -85,6 +88,55 @@ def test_labeling_job_is_resumable_and_retries_errors(spark, cfg):
     report = workflow.judge_agreement(spark, cfg, "fake:fake-judge", "v1")
     assert report["judge_human_pairs"] > 0 and 0 <= report["judge_accuracy_human"] <= 1
     assert report["judge_click_concordance"] > 0.5 and report["run_id"]
+
+
+def test_judge_runs_on_every_task_slot_from_a_one_partition_work_list(spark):
+    df = spark.createDataFrame([(f"kp {i}", "Shoes", f"title {i}") for i in range(40)],
+                               "keyphrase string, category string, title string").coalesce(1)
+    out = LLMJudge(backend="fake", model="m").transform(df).select(F.spark_partition_id().alias("p"), "p_yes")
+    slots = spark.sparkContext.defaultParallelism
+    assert slots >= 2 and out.select("p").distinct().count() == slots and out.count() == 40
+
+
+def test_prompt_file_is_read_on_the_driver_and_travels_in_the_params(spark, cfg, tmp_path):
+    template = tmp_path / "judge_custom.txt"
+    template.write_text("### user\nTITLE={title} QUERY={keyphrase}\nYes or No?\n")
+    judge = workflow.build_judge(dataclasses.replace(
+        cfg, llm=dataclasses.replace(cfg.llm, backend="fake", model="m", prompt_version="custom",
+                                     prompt_path=str(template))))
+    assert "TITLE={title}" in judge.getOrDefault("promptText")
+    template.unlink()  # gone from the driver too: the executors never read it
+    judge.save(str(tmp_path / "judge"))
+    loaded = LLMJudge.load(str(tmp_path / "judge"))
+    df = spark.createDataFrame([("red shoe", "Shoes", "Red running shoe")], "keyphrase string, category string, "
+                               "title string")
+    row = loaded.transform(df).first()
+    assert row.error is None and row.prompt_version == "custom" and loaded.template().user.startswith("TITLE=")
+    with pytest.raises(ValueError, match="does not exist"):
+        workflow.build_judge(dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, prompt_path=str(template))))
+
+
+def test_an_endpoint_that_refuses_every_call_fails_the_run(spark, cfg):
+    from kpspark.errors import KPSparkError
+    from kpspark.workflows import run_generate_sample
+
+    cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, size="40"))
+    run_generate_sample(cfg, spark)
+    dead = dataclasses.replace(cfg, llm=dataclasses.replace(
+        cfg.llm, backend="openai", model="m", strategy="uniform", sample_size=30, chunk_pairs=10,
+        options={"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout": 2}))
+    with pytest.raises(KPSparkError, match="max_error_rate"):
+        workflow.run_label_pairs(dead, spark)
+    # nothing is lost: the errored rows are in llm_labels, to be retried
+    assert tables.read_table(spark, cfg, "llm_labels").where("error IS NOT NULL").count() == 30
+
+
+def test_a_backend_that_cannot_load_fails_the_job_not_the_rows(spark):
+    df = spark.createDataFrame([("red shoe", "Shoes", "Red running shoe")], "keyphrase string, category string, "
+                               "title string")
+    judge = LLMJudge(backend="transformers", model="/no/such/model/folder")
+    with pytest.raises(Exception, match="cannot load '/no/such/model/folder'"):
+        judge.transform(df).collect()
 
 
 def test_sampling_strategies(spark, cfg):

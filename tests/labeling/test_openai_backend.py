@@ -34,6 +34,39 @@ def test_both_logprob_formats_are_read():
     assert first_token_alternatives({}) is None
 
 
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    bodies: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        type(self).bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        body = json.dumps({"choices": [{"message": {"content": "No"}, "logprobs": {"content": [
+            {"token": "No", "logprob": -0.1, "top_logprobs": [{"token": "No", "logprob": -0.1}]}]}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_every_other_option_is_a_field_of_each_request():
+    """chat_template_kwargs (Qwen3's enable_thinking), seed ...: passed through, not silently dropped."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        be = load_backend("openai", "m", base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", concurrency=1,
+                          chat_template_kwargs={"enable_thinking": False}, seed=7)
+        [res] = be.judge(_prompts()[:1])
+        assert res.error is None and res.p_yes == 0.0
+        [body] = _Recorder.bodies
+        assert body["chat_template_kwargs"] == {"enable_thinking": False} and body["seed"] == 7
+        assert body["max_tokens"] == 1 and body["logprobs"] is True and body["model"] == "m"
+    finally:
+        srv.shutdown()
+
+
 class _Flaky(http.server.BaseHTTPRequestHandler):
     calls = 0
 

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 BACKENDS = ("vllm", "openai", "transformers", "fake")
+#: pairs per backend call when the judge's ``batchSize`` is 0: a GPU engine batches (and shares the prompt
+#: prefix of one item's pairs) far better than a CPU model, which gains nothing past a few pairs
+DEFAULT_BATCH = {"vllm": 256, "openai": 32, "transformers": 16, "fake": 16}
 
 
 @dataclass(frozen=True)

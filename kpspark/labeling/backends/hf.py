@@ -43,7 +43,7 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, model: str = "smollm2", device: str = "cpu", max_length: int = 512,
-                 torch_threads: int = 0, **_: Any) -> None:
+                 torch_threads: int = 0, **model_kwargs: Any) -> None:
         torch = require("torch", "llm")
         transformers = require("transformers", "llm")
         folder, gguf = resolve_model(model)
@@ -54,8 +54,10 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        # every other option goes to from_pretrained (dtype, attn_implementation, revision ...)
+        model_kwargs.setdefault("dtype", torch.float32)  # type: ignore[attr-defined]
         self.model = transformers.AutoModelForCausalLM.from_pretrained(  # type: ignore[attr-defined]
-            folder, dtype=torch.float32, **kw).to(device).eval()  # type: ignore[attr-defined]
+            folder, **kw, **model_kwargs).to(device).eval()
         self.device = device
         self.max_length = max_length
         self.model_id = f"{Path(folder).name}/{gguf}" if gguf else model

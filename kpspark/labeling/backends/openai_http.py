@@ -4,7 +4,8 @@ One request per pair with ``max_tokens=1, logprobs=true, top_logprobs=k``; P(yes
 entries among the top log-probabilities. Bounded concurrency (a thread pool per executor
 process), per-request timeout, retries with exponential backoff and full jitter on 429/5xx and
 connection errors. The API key is read from the environment variable whose **name** is
-``api_key_env``; the key itself is never a parameter and never logged.
+``api_key_env``; the key itself is never a parameter and never logged. Options other than the client's own
+are sent as fields of every request (``chat_template_kwargs={"enable_thinking": false}``, ``seed`` ...).
 """
 from __future__ import annotations
 
@@ -47,8 +48,10 @@ class OpenAIBackend:
 
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str = "",
                  concurrency: int = 8, timeout: float = 30.0, max_retries: int = 5, backoff: float = 0.5,
-                 top_logprobs: int = 20, **_: Any) -> None:
+                 top_logprobs: int = 20, **request_fields: Any) -> None:
         self.model_id = model
+        # every other option is a field of each request (chat_template_kwargs, seed, a vendor's extras)
+        self.request_fields = dict(request_fields)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.api_key_env = api_key_env
         self.concurrency = max(1, int(concurrency))
@@ -91,8 +94,8 @@ class OpenAIBackend:
         raise RuntimeError(f"gave up after {self.max_retries} retries ({last})")
 
     def _one(self, p: PairPrompt) -> JudgeResult:
-        body = {"model": self.model_id, "messages": p.messages, "max_tokens": 1, "temperature": 0.0,
-                "logprobs": True, "top_logprobs": self.top_logprobs}
+        body = {**self.request_fields, "model": self.model_id, "messages": p.messages, "max_tokens": 1,
+                "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs}
         try:
             resp = self._post(body)
             choice = resp["choices"][0]
