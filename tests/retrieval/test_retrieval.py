@@ -152,9 +152,64 @@ def test_relevance_filter_and_bad_input(spark, tmp_path, indexed):
         RelevanceFilter(inputCol="nope").transform(df)
     with pytest.raises(SchemaError, match="embedding"):
         model.transform(spark.createDataFrame([(1,)], "item_id long"))
-    with pytest.raises(KPSparkError, match="not a kpspark model export"):
+    with pytest.raises(KPSparkError, match="not a keyphrase index"):
         KeyphraseRetrieverModel(indexDir=str(tmp_path / "missing")).transform(
             spark.createDataFrame([(1, [0.1])], "item_id long, embedding array<float>"))
     with pytest.raises(ValueError, match="shardBy"):
         KeyphraseRetriever(indexDir=str(tmp_path / "x"), shardBy="weird").fit(
             spark.createDataFrame([(1, "a", [0.1])], "keyphrase_id long, text string, embedding array<float>"))
+
+
+def test_an_index_built_into_a_run_is_uploaded_by_the_executors_and_searched_from_there(spark, tmp_path, indexed):
+    """indexDir=runs:/<run>/index: each executor uploads its shards to the run, the driver adds the manifest,
+    and the search downloads the shards it needs from the run (not from the folder the fit ran in)."""
+    import mlflow
+
+    folder_model, emb, cats, _ = indexed
+    uri = f"sqlite:///{tmp_path / 'runs.db'}"
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("idx", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp) as run:
+        kps = spark.createDataFrame(
+            [(i, f"kp {i}", c, emb[i].tolist()) for i, c in enumerate(cats)],
+            "keyphrase_id long, text string, category string, embedding array<float>")
+        model = KeyphraseRetriever(indexDir=f"runs:/{run.info.run_id}/index", k=10, idCol="item_id",
+                                   trackingUri=uri).fit(kps)
+    logged = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run.info.run_id, "index")}
+    manifest = model.manifest()
+    assert {f"index/{s['sid']}.{x}" for s in manifest["shards"] for x in ("faiss", "parquet")} <= logged
+    assert {"index/manifest.json", "index/kpspark_model.json"} <= logged and len(manifest["shards"]) == 3
+    items = spark.createDataFrame([(1, "phones", emb[0].tolist()), (2, "tools", emb[400].tolist())],
+                                  "item_id long, category string, embedding array<float>")
+    a = sorted((r.item_id, r.keyphrase_id) for r in model.transform(items).collect())
+    b = sorted((r.item_id, r.keyphrase_id) for r in folder_model.transform(items).collect())
+    assert a == b and len(a) == 20
+    with pytest.raises(ValueError, match="runs:/<run id>/<path>"):
+        KeyphraseRetriever(indexDir="s3://bucket/index").fit(kps)
+
+
+def test_a_missing_shard_fails_on_the_driver_before_any_task(spark, tmp_path, indexed):
+    model, emb, _, _ = indexed
+    index = tmp_path / "index"
+    victim = sorted(index.glob("*.faiss"))[0]
+    victim.unlink()
+    items = spark.createDataFrame([(1, "phones", emb[0].tolist())], "item_id long, category string, "
+                                  "embedding array<float>")
+    with pytest.raises(KPSparkError, match=f"lacks 1 shard file.*{victim.name}"):
+        model.transform(items)
+
+
+def test_the_shard_cache_is_bounded_and_releases_downloads(tmp_path):
+    from kpspark.retrieval import index as ix
+
+    rng = np.random.default_rng(4)
+    for key in ("a", "b", "c"):
+        ix.write_shard(tmp_path, key, np.arange(5), [f"t{i}" for i in range(5)], _unit(rng.normal(size=(5, 4))),
+                       IndexParams())
+    ix._SHARDS.clear()
+    before = ix.loads
+    for key in ("a", "b", "a", "c", "a", "b"):
+        ix.get_shard(str(tmp_path), ix.shard_id(key), 16, 4, cache_size=2)
+    # a, b, (a: hit), c evicts b (least recent), (a: hit), b again: loaded anew, evicting c
+    assert len(ix._SHARDS) == 2 and ix.loads - before == 4
+    ix._SHARDS.clear()
