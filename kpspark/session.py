@@ -33,15 +33,21 @@ logger = logging.getLogger(__name__)
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+#: Spark's default ``(?i)secret|password|token|access[.]key`` plus API keys and credentials
+REDACTION_REGEX = r"(?i)secret|password|token|access[.]key|api[._-]?key|credential|[._]key$"
+#: only for local masters: few snapshot partitions keep small Delta logs quick on one machine; a cluster keeps
+#: Delta's default (its tables' logs are larger, and the setting would serialize their reconstruction)
+LOCAL_ONLY = {"spark.databricks.delta.snapshotPartitions": "2"}
 
 _DEFAULTS = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "4",
-    # Delta: CDF on the tables that ask for it is set per table; these keep small local runs quick.
-    "spark.databricks.delta.snapshotPartitions": "2",
     "spark.databricks.delta.retentionDurationCheck.enabled": "false",
+    # Spark's default pattern misses API keys handed to executors (spark.executorEnv.OPENAI_API_KEY):
+    # with this they are masked in the UI, the event log and the environment listing
+    "spark.redaction.regex": REDACTION_REGEX,
     # reliable checkpoints (sparkutil.freeze) are deleted once their frame is garbage
     "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
 }
@@ -97,6 +103,8 @@ def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkS
             os.environ["PYSPARK_PYTHON"] = settings.get("spark.pyspark.python", sys.executable)
         if cfg.spark.master:
             builder = builder.master(cfg.spark.master)
+        if cfg.spark.master.startswith("local"):
+            settings = {**LOCAL_ONLY, **settings}
         if not cfg.spark.delta_provided:
             names = list(jars.REQUIRED) + (["nlp"] if cfg.spark.with_nlp else [])
             extra = jars.jar_paths(names, cfg.spark.jars_dir)

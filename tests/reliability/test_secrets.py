@@ -1,8 +1,9 @@
 """Secrets: the LLM API key comes only from an environment variable (named by ``api_key_env``). A canary
 key is given to a real labeling job (spark-submit-style subprocess, openai backend against a llama.cpp
 server on 127.0.0.1, which receives it as a bearer token); afterwards every file the run left (Delta
-tables, the MLflow store and artifacts, a saved judge stage) and everything it printed (driver and
-executor logs) is scanned for the key. Putting the key itself into the options is refused."""
+tables, the MLflow store and artifacts, a saved judge stage, the Spark event log, where the key handed to
+executors as ``spark.executorEnv`` must appear redacted) and everything it printed (driver and executor
+logs) is scanned for the key. Putting the key itself into the options is refused."""
 from __future__ import annotations
 
 import json
@@ -47,8 +48,15 @@ def test_a_canary_key_leaves_no_trace_in_tables_mlflow_stages_or_logs(spark, cfg
                 "llm.model=smollm2", f"llm.options={opts}", "llm.sample_size=6", "llm.chunk_pairs=3",
                 "spark.master=local[2]", "spark.conf.spark.ui.enabled=false",
                 f"spark.jars_dir={REPO / '.cache' / 'jars'}"]
+        # as on a cluster, the key also reaches the executors through spark.executorEnv (Spark conf, not
+        # kpspark config): Spark's UI, environment listing and event log must show it redacted
+        events = tmp_path / "spark-events"
+        events.mkdir()
         env = {**os.environ, "KPSPARK_CANARY_KEY": canary, "PYSPARK_PYTHON": sys.executable,
-               "MLFLOW_TRACKING_URI": cfg.mlflow.tracking_uri}
+               "MLFLOW_TRACKING_URI": cfg.mlflow.tracking_uri,
+               "PYSPARK_SUBMIT_ARGS": f"--conf spark.executorEnv.KPSPARK_CANARY_KEY={canary} "
+                                      f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={events.as_uri()} "
+                                      "pyspark-shell"}
         cmd = [sys.executable, str(REPO / "jobs" / "label_pairs.py"), "--conf", str(REPO / "conf" / "local.yaml")]
         for s in sets:
             cmd += ["--set", s]
@@ -66,7 +74,10 @@ def test_a_canary_key_leaves_no_trace_in_tables_mlflow_stages_or_logs(spark, cfg
     scanned = {"files": sum(1 for p in tmp_path.rglob("*") if p.is_file()), "log_chars": len(proc.stdout + proc.stderr)}
     leaks = _files_with(tmp_path, needle)
     assert leaks == [], f"the canary key was written to {leaks}"
+    logs = [p for p in events.rglob("*") if p.is_file()]
+    assert logs and b"KPSPARK_CANARY_KEY" in b"".join(p.read_bytes() for p in logs)  # listed, but redacted
     assert canary not in proc.stdout and canary not in proc.stderr
     figures["secrets"] = {"canary_runs": 1, "files_scanned": scanned["files"], "log_chars_scanned": scanned["log_chars"],
                           "leaks": len(leaks), "where_scanned": ["Delta tables", "MLflow sqlite store", "MLflow artifacts",
-                                                                 "saved judge stage", "driver + executor logs"]}
+                                                                 "saved judge stage", "driver + executor logs",
+                                                                 "Spark event log (spark.executorEnv)"]}
