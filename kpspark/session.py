@@ -68,6 +68,18 @@ def checkpoint_dir(cfg: Config) -> str:
     return cfg.spark.checkpoint_dir or f"{lakehouse_root(cfg)}/_checkpoints/spark"
 
 
+def _warn_local_tracking(cfg: Config, master: str) -> None:
+    """On a cluster, an MLflow store that is a file of the driver (sqlite, ./mlruns) is out of the executors'
+    reach unless it sits on shared storage: say so before a job hands its URI to them."""
+    from kpspark.registry.tracking import tracking_uri
+
+    uri = tracking_uri(cfg)
+    if not master.startswith("local") and (uri.startswith(("sqlite:", "file:")) or "://" not in uri):
+        logger.warning("MLflow tracking URI %s is a file on the driver: executors download models and index "
+                       "shards through it, so on a cluster it must be on storage every node reads — or use a "
+                       "tracking server (mlflow.tracking_uri=http://...)", uri)
+
+
 def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkSession":
     """Return a SparkSession with Delta Lake for ``cfg`` (default: ``load_config()``).
 
@@ -120,5 +132,6 @@ def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkS
                 f"(fetch the jars once with: {jars.FETCH_COMMAND}), or set spark.delta_provided=true "
                 "on a cluster that ships Delta"
             )
+    _warn_local_tracking(cfg, spark.conf.get("spark.master", "local") or "local")
     logger.info("SparkSession %s ready (master=%s)", spark.version, spark.conf.get("spark.master", "?"))
     return spark

@@ -1,22 +1,42 @@
-"""A Spark standalone cluster on 127.0.0.1 for tests: a master and two one-core workers started with
-the ``spark-class`` launcher of the pyspark package (``cluster`` fixture), and ``submit`` to run a job
-through ``spark-submit`` against it with the package shipped as a zip (``--py-files``).
+"""A cluster on one host that shares only what a real cluster shares (``cluster`` fixture):
 
-Each worker (and so each executor and its Python workers) has its own ``TMPDIR`` and ``SPARK_LOCAL_DIRS``."""
+* a Spark standalone master and two one-core workers on 127.0.0.1, started with the ``spark-class`` launcher
+  of the pyspark package;
+* the driver (``spark-submit`` in client mode, :func:`submit`), each worker (and so its executor and the
+  executor's Python workers) and the MLflow server each run in a **mount namespace of their own**
+  (``unshare --mount``) with a private tmpfs over ``/tmp``: no node sees another's temp folder, download
+  folder, block-manager or work dir. The workers also cannot see the submitting client's folder (the py-files
+  zip travels through Spark) nor the package's source folder (executors import kpspark from the zip);
+* the only shared storage is one folder outside ``/tmp`` (:attr:`Cluster.shared`) for the lakehouse and Spark
+  checkpoints, and the only shared service is a real MLflow tracking server over HTTP with proxied artifacts
+  (its database and artifact store live in its own private ``/tmp``);
+* ``spark.shuffle.readHostLocalDisk=false``: executors on one host would otherwise read each other's shuffle
+  files from disk, which separate hosts cannot.
+
+:func:`shared_lake` puts a copy of the session pipeline's lakehouse on the shared storage and publishes its
+serving models to the tracking server (downloaded from the pipeline's own store, logged and registered anew).
+"""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: runs a command in a new mount namespace with a private /tmp (and the folders given after it hidden)
+_ISOLATE = ('mount -t tmpfs -o size=6g kpspark-node /tmp && mkdir -p /tmp/local /tmp/work /tmp/home && '
+            'for d in $KPSPARK_HIDE; do mount -t tmpfs -o size=1m,ro kpspark-hidden "$d"; done && '
+            'cd /tmp && exec "$@"')
 
 
 def _free_port() -> int:
@@ -31,46 +51,86 @@ def _spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-class Cluster:
-    """A running master + workers; ``workers[i]`` is the worker's Popen, ``worker_tmps[i]`` its TMPDIR
-    and local dir (where its executors keep their block-manager folders)."""
+def isolated(cmd: list[str], hide: list[Path] = ()) -> list[str]:
+    """``cmd`` in its own mount namespace: a private tmpfs over /tmp (cwd), ``hide`` folders made empty."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f"KPSPARK_HIDE='{' '.join(str(h) for h in hide)}'; {_ISOLATE}", "node", *cmd]
 
-    def __init__(self, tmp: Path, n_workers: int = 2) -> None:
-        self.tmp = tmp
+
+def isolation_available() -> bool:
+    try:
+        return subprocess.run(isolated(["true"]), capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+class Cluster:
+    """A running master, workers and MLflow server. ``workers[i]`` is worker i's Popen (its JVM, in the worker's
+    namespace), :meth:`node_tmp` the worker's private /tmp as seen from outside (``/proc/<pid>/root/tmp``)."""
+
+    def __init__(self, n_workers: int = 2) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="kpspark-cluster-", dir="/var/tmp"))
+        self.shared, self.client, self.logdir = (self.base / n for n in ("shared", "client", "logs"))
+        for d in (self.shared, self.client, self.logdir):
+            d.mkdir()
         self.home = _spark_home()
-        self.env = {**os.environ, "SPARK_HOME": str(self.home), "SPARK_LOCAL_IP": "127.0.0.1",
-                    "SPARK_NO_DAEMONIZE": "1", "PYSPARK_PYTHON": sys.executable,
-                    "PYSPARK_DRIVER_PYTHON": sys.executable}
-        self.env.pop("PYSPARK_GATEWAY_PORT", None)
+        env = {k: v for k, v in os.environ.items() if k not in ("TMPDIR", "PYSPARK_GATEWAY_PORT",
+                                                                 "MLFLOW_TRACKING_URI", "SPARK_LOCAL_DIRS")}
+        self.env = {**env, "SPARK_HOME": str(self.home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1",
+                    "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+        self.logs: list = []
+        self.procs: list[subprocess.Popen] = []
+        self.mlflow_port = _free_port()
+        self.tracking_uri = f"http://127.0.0.1:{self.mlflow_port}"
+        self.mlflow = self._launch(isolated([
+            str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+            "--port", str(self.mlflow_port), "--backend-store-uri", "sqlite:////tmp/mlflow.db",
+            "--artifacts-destination", "/tmp/mlartifacts", "--workers", "1"]), "mlflow", {"HOME": "/tmp/home"})
         self.port, self.ui = _free_port(), _free_port()
         self.url = f"spark://127.0.0.1:{self.port}"
-        self.logs: list = []
-        self.master = self._launch(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
-                                    str(self.port), "--webui-port", str(self.ui)], "master")
-        self.worker_tmps = []
-        self.workers: list[subprocess.Popen] = []
-        for i in range(n_workers):
-            wt = tmp / f"worker{i}-tmp"
-            wt.mkdir()
-            self.worker_tmps.append(wt)
-            self.workers.append(self._start_worker(i))
+        self.master = self._launch([str(self.home / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master",
+                                    "--host", "127.0.0.1", "--port", str(self.port), "--webui-port", str(self.ui)],
+                                   "master")
+        self.workers = [self._start_worker(i) for i in range(n_workers)]
         self.wait_alive(n_workers)
+        self._wait_mlflow()
+        self.published: dict[str, str] = {}
 
-    def _launch(self, args: list[str], name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "a")
+    def _launch(self, cmd: list[str], name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.logdir / f"{name}.log", "a")
         self.logs.append(log)
-        return subprocess.Popen([str(self.home / "bin" / "spark-class"), *args], stdout=log, stderr=subprocess.STDOUT,
-                                env={**self.env, **(extra_env or {})}, start_new_session=True)
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(extra_env or {})},
+                             cwd=str(self.base), start_new_session=True)
+        self.procs.append(p)
+        return p
 
     def _start_worker(self, i: int) -> subprocess.Popen:
-        return self._launch(["org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1", "--cores", "1",
-                             "--memory", "3g", "--work-dir", str(self.tmp / f"worker{i}"), "--webui-port",
-                             str(_free_port())], f"worker{i}",
-                            {"TMPDIR": str(self.worker_tmps[i]), "SPARK_LOCAL_DIRS": str(self.worker_tmps[i])})
+        # the worker cannot see the client's folder (the zip reaches it through Spark) nor the package source
+        hide = [self.client, REPO / "kpspark"]
+        return self._launch(isolated([str(self.home / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker",
+                                      self.url, "--host", "127.0.0.1", "--cores", "1", "--memory", "3g",
+                                      "--work-dir", "/tmp/work", "--webui-port", str(_free_port())], hide),
+                            f"worker{i}", {"SPARK_LOCAL_DIRS": "/tmp/local", "HOME": "/tmp/home"})
+
+    def node_tmp(self, i: int) -> Path:
+        """Worker ``i``'s private /tmp, seen from outside its namespace (for the tests' watchers only)."""
+        return Path(f"/proc/{self.workers[i].pid}/root/tmp")
+
+    def _wait_mlflow(self, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.mlflow.poll() is not None:
+                break
+            time.sleep(1)
+        raise RuntimeError(f"the MLflow server did not start; see {self.logdir / 'mlflow.log'}")
 
     def alive(self) -> int:
-        import urllib.request
-
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.ui}/json/", timeout=5) as r:
                 return sum(w["state"] == "ALIVE" for w in json.load(r)["workers"])
@@ -83,7 +143,7 @@ class Cluster:
             if self.alive() >= n:
                 return
             time.sleep(1)
-        raise RuntimeError(f"standalone cluster: {self.alive()} of {n} workers alive; logs in {self.tmp}")
+        raise RuntimeError(f"standalone cluster: {self.alive()} of {n} workers alive; logs in {self.logdir}")
 
     def kill_worker(self, i: int) -> None:
         """SIGKILL a worker and everything it started (its executor JVM and the executor's Python workers)."""
@@ -97,26 +157,75 @@ class Cluster:
         self.wait_alive(len(self.workers))
 
     def stop(self) -> None:
-        for p in [*self.workers, self.master]:
+        procs = [*self.workers, self.master, self.mlflow]
+        for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        for p in [*self.workers, self.master]:
+        for p in procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
         for log in self.logs:
             log.close()
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory):
-    """A loopback standalone cluster shared by the tests that ask for it; torn down at the end."""
-    c = Cluster(tmp_path_factory.mktemp("cluster"))
+def cluster():
+    """The isolated loopback cluster shared by the tests that ask for it; torn down at the end."""
+    if not isolation_available():
+        pytest.skip("needs `unshare --mount` and tmpfs mounts (root on Linux): the cluster tests share nothing "
+                    "but storage and the tracking server, which a private /tmp per node makes true")
+    c = Cluster()
     try:
         yield c
     finally:
         c.stop()
+
+
+def publish_serving_models(c: Cluster, cfg) -> dict[str, str]:
+    """Download the serving cross-encoder and bi-encoder of ``cfg``'s store and log + register them on the
+    cluster's tracking server under the same names and serving alias (once per cluster)."""
+    import mlflow
+
+    from kpspark.crossencoder.scorer import local_model_dir
+    from kpspark.registry import pyfunc
+
+    if c.published:
+        return c.published
+    src = cfg.mlflow.tracking_uri  # the pipeline's own store (not MLFLOW_TRACKING_URI, a test's own)
+    m = cfg.models
+    for name, log in ((m.cross_encoder, pyfunc.log_cross_encoder), (m.bi_encoder, pyfunc.log_bi_encoder)):
+        version = mlflow.MlflowClient(src, src).get_model_version_by_alias(name, m.serving_alias).version
+        export = local_model_dir(f"models:/{name}/{version}", src)
+        client = mlflow.MlflowClient(c.tracking_uri, c.tracking_uri)
+        mlflow.set_tracking_uri(c.tracking_uri)
+        mlflow.set_registry_uri(c.tracking_uri)
+        exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment) or None
+        exp_id = exp.experiment_id if exp else mlflow.create_experiment(cfg.mlflow.experiment)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"publish-{name}"):
+            info = log(str(export))
+        mv = mlflow.register_model(info.model_uri, name)
+        client.set_registered_model_alias(name, m.serving_alias, mv.version)
+        c.published[name] = str(mv.version)
+    mlflow.set_tracking_uri(src)
+    mlflow.set_registry_uri(src)
+    return c.published
+
+
+def shared_lake(c: Cluster, pipeline, name: str):
+    """A config on a copy of the session pipeline's lakehouse on the cluster's shared storage, with MLflow on
+    the cluster's tracking server (serving models published there) and the server's artifact store."""
+    import dataclasses
+
+    cfg, _, _ = pipeline
+    publish_serving_models(c, cfg)
+    root = c.shared / name / "lakehouse"
+    shutil.copytree(cfg.lakehouse.root, root)
+    return dataclasses.replace(
+        cfg, lakehouse=dataclasses.replace(cfg.lakehouse, root=str(root)),
+        mlflow=dataclasses.replace(cfg.mlflow, tracking_uri=c.tracking_uri, artifact_root=""))
 
 
 def submit_cmd(c: Cluster, job: str, cfg, pyfiles: Path, extra_conf: dict | None = None,
@@ -124,13 +233,15 @@ def submit_cmd(c: Cluster, job: str, cfg, pyfiles: Path, extra_conf: dict | None
     from kpspark import jars
 
     overrides = [f"lakehouse.root={cfg.lakehouse.root}", f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}",
-            f"mlflow.artifact_root={cfg.mlflow.artifact_root}", "spark.master=", "spark.conf.spark.driver.memory=2g"]
+                 f"mlflow.artifact_root={cfg.mlflow.artifact_root}", "spark.master=",
+                 "spark.conf.spark.driver.memory=2g"]
     for k, v in {"retrieval.k": cfg.retrieval.k, "retrieval.top_n": cfg.retrieval.top_n,
                  "bi_encoder.dim": cfg.bi_encoder.dim, **(sets or {})}.items():
         overrides.append(f"{k}={v}")
     conf = {"spark.executor.memory": "1500m", "spark.executor.cores": "1", "spark.cores.max": "2",
             "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", "spark.ui.enabled": "false",
             "spark.pyspark.python": sys.executable, "spark.sql.shuffle.partitions": "2", "spark.task.maxFailures": "2",
+            "spark.shuffle.readHostLocalDisk": "false", "spark.local.dir": "/tmp/local",
             **(extra_conf or {})}
     cmd = [str(c.home / "bin" / "spark-submit"), "--master", c.url]
     for k, v in conf.items():
@@ -143,15 +254,16 @@ def submit_cmd(c: Cluster, job: str, cfg, pyfiles: Path, extra_conf: dict | None
 
 
 def submit(c: Cluster, job: str, cfg, pyfiles: Path, tmp: Path, extra_conf: dict | None = None,
-           during=None, sets: dict | None = None) -> dict:
-    """spark-submit ``jobs/<job>.py`` to the cluster and return the job's JSON result (from its stdout).
+           during=None, sets: dict | None = None, expect_ok: bool = True) -> dict:
+    """spark-submit ``jobs/<job>.py`` from the client (its own namespace: the driver's /tmp is private) and
+    return the job's JSON result (its stdout). ``pyfiles`` must be a file in :attr:`Cluster.client`.
     ``during(proc)``, when given, runs in this thread while the job runs (fault injection)."""
-    # the driver's own temp dir: anything the executors need must not come from here
-    denv = {**c.env, "TMPDIR": str(tmp / "driver-tmp"), "MLFLOW_TRACKING_URI": cfg.mlflow.tracking_uri}
-    (tmp / "driver-tmp").mkdir(exist_ok=True)
+    assert Path(pyfiles).is_relative_to(c.client), "the zip is the client's: build it in cluster.client"
+    env = {**c.env, "MLFLOW_TRACKING_URI": cfg.mlflow.tracking_uri, "HOME": "/tmp/home"}
+    tmp.mkdir(parents=True, exist_ok=True)
     out_f, err_f = open(tmp / f"{job}.stdout.log", "w+"), open(tmp / f"{job}.stderr.log", "w+")
-    proc = subprocess.Popen(submit_cmd(c, job, cfg, pyfiles, extra_conf, sets), stdout=out_f, stderr=err_f, text=True,
-                            env=denv, cwd=str(tmp), start_new_session=True)
+    proc = subprocess.Popen(isolated(submit_cmd(c, job, cfg, pyfiles, extra_conf, sets)), stdout=out_f,
+                            stderr=err_f, text=True, env=env, cwd=str(c.client), start_new_session=True)
     try:
         if during is not None:
             during(proc)
@@ -163,5 +275,7 @@ def submit(c: Cluster, job: str, cfg, pyfiles: Path, tmp: Path, extra_conf: dict
     out_f.seek(0), err_f.seek(0)
     out, err = out_f.read(), err_f.read()
     out_f.close(), err_f.close()
+    if not expect_ok:
+        return {"returncode": proc.returncode, "stdout": out, "stderr": err}
     assert proc.returncode == 0, f"spark-submit {job} failed ({proc.returncode}):\n{err[-4000:]}"
     return json.loads(out[out.rindex("\n{\n") + 1:] if "\n{\n" in out else out[out.index("{"):])

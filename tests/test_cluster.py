@@ -1,13 +1,11 @@
-"""A real Spark standalone cluster on 127.0.0.1: a master and two one-core workers started with the
-``spark-class`` launcher of the pyspark package; the full-batch and daily-diff jobs go through
-``spark-submit`` with the package shipped as a zip (``--py-files``), on a copy of the session's demo
-lakehouse and MLflow store.
+"""The jobs on a cluster whose nodes share nothing but the lakehouse storage and the MLflow tracking server
+(``tests/clusterutil.py``): the driver, each worker and the MLflow server have a private ``/tmp``; the full batch
+and the daily diff go through ``spark-submit`` with the package shipped as a zip (``--py-files``).
 
-Each worker (and so each executor and its Python workers) has its own ``TMPDIR`` and local dir: the
-models the executors use must show up there while the job runs, downloaded from the registry (nothing
-is handed over from the driver's disk), inside the executor's block-manager folder, and be gone once the
-application ends. Known gap: the keyphrase index is still opened from the driver's download folder (one
-shared disk here), so it is not asserted among them."""
+While the jobs run, a watcher records what the executors downloaded into their own block-manager folders: the
+cross-encoder and bi-encoder exports, and the keyphrase index's shards (from the run artifacts on the tracking
+server: each executor fetched the shards it searched). Nothing the driver wrote to its disk can reach them.
+Once the application ends, the downloads are gone."""
 from __future__ import annotations
 
 import threading
@@ -19,53 +17,95 @@ from pyspark.sql import functions as F
 
 from kpspark.data import tables
 from kpspark.production import diff
-from tests.clusterutil import submit
-from tests.conftest import lake_copy
+from tests.clusterutil import shared_lake, submit
 
 pytestmark = pytest.mark.slow
 
 
-def test_full_batch_and_daily_diff_run_through_spark_submit_on_a_standalone_cluster(
-        spark, pipeline, cluster, tmp_path, monkeypatch):
+def test_full_batch_and_daily_diff_on_a_cluster_that_shares_only_storage_and_the_tracking_server(
+        spark, pipeline, cluster, tmp_path):
     from kpspark.package import build_zip
 
-    # a copy of the demo lakehouse and of its MLflow store (the jobs register runs and may rebuild the index)
-    lake = lake_copy(pipeline, tmp_path, monkeypatch)
-    pyfiles = build_zip(tmp_path / "dist")
+    lake = shared_lake(cluster, pipeline, "jobs")
+    pyfiles = build_zip(cluster.client / "dist")
+    roots = [cluster.node_tmp(i) for i in range(len(cluster.workers))]
 
-    with _Watch(cluster.worker_tmps) as seen:
-        full = submit(cluster, "full_batch", lake, pyfiles, tmp_path)
+    with _Watch(roots) as seen:
+        full = submit(cluster, "full_batch", lake, pyfiles, tmp_path / "full")
     recs = tables.read_table(spark, lake, "recommendations")
     assert full["recommendations"] == recs.count() > 0
     assert recs.where(F.col("run_id") != full["run_id"]).count() == 0  # one atomic overwrite by that run
-    assert diff.read_state(spark, lake)[diff.ITEMS_STATE]["run_id"] == full["run_id"]
+    state = diff.read_state(spark, lake)[diff.ITEMS_STATE]
+    assert state["run_id"] == full["run_id"] and state["index_uri"].startswith("runs:/")
 
-    # the executors fetched the models themselves, into their block-manager folders ...
+    # the executors fetched both models and the index shards themselves, into their block-manager folders ...
     assert len(seen.models) >= 2, f"expected the cross-encoder and bi-encoder exports, got {seen.models}"
-    assert all(any(part.startswith("blockmgr-") for part in m.parts) for m in seen.models), seen.models
+    assert seen.shards, "no executor downloaded an index shard"
+    assert all(any(part.startswith("blockmgr-") for part in p.parts) for p in seen.models | seen.shards)
     # ... which Spark deleted when the application ended: nothing piles up on the workers
-    assert _gone(cluster.worker_tmps), f"model downloads left behind: {_leftovers(cluster.worker_tmps)}"
+    assert _gone(roots), f"downloads left behind: {_leftovers(roots)}"
 
-    # revise two items, delete one: the diff job applies exactly that
+    # revise two items, delete one, add two keyphrases: the diff applies exactly that (the new keyphrases'
+    # index goes to the diff run's artifacts, searched by the executors from there)
     ids = [r.item_id for r in recs.select("item_id").distinct().orderBy("item_id").limit(3).collect()]
     items = tables.read_table(spark, lake, "items")
     tables.upsert(spark, lake, "items", items.where(F.col("item_id").isin(ids[:2]))
                   .withColumn("title", F.concat(F.lit("Used "), F.col("title"))))
     tables.delete_keys(spark, lake, "items", items.where(F.col("item_id") == ids[2]).select("item_id"))
-    res = submit(cluster, "daily_diff", lake, pyfiles, tmp_path)
+    kps = tables.read_table(spark, lake, "keyphrases")
+    top = kps.agg(F.max("keyphrase_id")).first()[0]
+    new = kps.orderBy("keyphrase_id").limit(2).withColumn("keyphrase_id", F.col("keyphrase_id") + top + 1) \
+        .withColumn("text", F.concat(F.col("text"), F.lit(" pro max")))
+    tables.upsert(spark, lake, "keyphrases", new)
+    with _Watch(roots) as seen:
+        res = submit(cluster, "daily_diff", lake, pyfiles, tmp_path / "diff")
     assert res["changed"] and res["items_upserted"] == 2 and res["items_deleted"] == 1
+    assert res["keyphrases_upserted"] == 2
+    assert seen.shards, "the diff's executors searched no downloaded shard"
     after = tables.read_table(spark, lake, "recommendations")
     assert after.where(F.col("item_id") == ids[2]).count() == 0
-    assert after.where(F.col("run_id") == res["run_id"]).select("item_id").distinct().count() <= 2
     assert diff.read_state(spark, lake)[diff.ITEMS_STATE]["version"] == res["items_version"]
+
+
+def test_a_job_whose_index_lacks_a_shard_fails_before_writing(spark, pipeline, cluster, tmp_path):
+    """A pinned index URI whose run lacks a shard: the job fails on the driver, the table is untouched."""
+    import mlflow
+
+    from kpspark.package import build_zip
+
+    lake = shared_lake(cluster, pipeline, "broken-index")
+    pyfiles = build_zip(cluster.client / "dist-broken")
+    client = mlflow.MlflowClient(cluster.tracking_uri)
+    exp = client.get_experiment_by_name(lake.mlflow.experiment)
+    run = client.create_run(exp.experiment_id if exp else client.create_experiment(lake.mlflow.experiment))
+    # a manifest that lists one shard which was never uploaded
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "manifest.json").write_text(
+        '{"shard_by": "category", "params": {}, "dim": 64, "shards": [{"key": "x", "sid": "s0", "n": 1, '
+        '"kind": "flat", "dim": 64}]}')
+    (tmp_path / "index" / "kpspark_model.json").write_text('{"kind": "keyphrase_index"}')
+    client.log_artifacts(run.info.run_id, str(tmp_path / "index"), "index")
+    client.set_terminated(run.info.run_id)
+    # the diff would search it for a revised item
+    state = diff.read_state(spark, lake)
+    details = {k: v for k, v in state[diff.ITEMS_STATE].items() if k != "version"}
+    diff.write_state(spark, lake, {n: state[n]["version"] for n in (diff.ITEMS_STATE, diff.KEYPHRASES_STATE)},
+                     {**details, "index_uri": f"runs:/{run.info.run_id}/index"})
+    items = tables.read_table(spark, lake, "items")
+    tables.upsert(spark, lake, "items", items.orderBy("item_id").limit(1)
+                  .withColumn("title", F.concat(F.lit("Used "), F.col("title"))))
+    before = tables.version(spark, lake, "recommendations")
+    out = submit(cluster, "daily_diff", lake, pyfiles, tmp_path / "job", expect_ok=False)
+    assert out["returncode"] != 0 and "lacks 2 shard file(s)" in out["stderr"], out["stderr"][-3000:]
+    assert tables.version(spark, lake, "recommendations") == before
 
 
 def _leftovers(roots: list[Path]) -> list[Path]:
     found = []
     for r in roots:
         try:
-            found += list(r.rglob("kpspark-model-*"))
-        except OSError:  # a folder deleted while we walk
+            found += list(r.rglob("kpspark-model-*")) + list(r.rglob("kpspark-shard-*"))
+        except OSError:  # a folder deleted while we walk, or the worker's namespace gone
             pass
     return found
 
@@ -81,11 +121,12 @@ def _gone(roots: list[Path], timeout: float = 60) -> bool:
 
 
 class _Watch:
-    """Records, while a job runs, the model exports (``kpspark_model.json``) in the executors' scratch folders
-    under the workers' local dirs: they are deleted with the application, so looking afterwards shows nothing."""
+    """Records, while a job runs, the model exports (``kpspark_model.json``) and index shards (``*.faiss``) in
+    the executors' scratch folders under the workers' private /tmp: they are deleted with the application, so
+    looking afterwards shows nothing."""
 
     def __init__(self, roots: list[Path]) -> None:
-        self.roots, self.models = roots, set()
+        self.roots, self.models, self.shards = roots, set(), set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -93,7 +134,10 @@ class _Watch:
         while not self._stop.is_set():
             for d in _leftovers(self.roots):
                 try:
-                    self.models.update(d.rglob("kpspark_model.json"))
+                    if d.name.startswith("kpspark-model-"):
+                        self.models.update(d.rglob("kpspark_model.json"))
+                    else:
+                        self.shards.update(d.rglob("*.faiss"))
                 except OSError:
                     pass
             self._stop.wait(0.2)

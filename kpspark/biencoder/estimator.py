@@ -5,7 +5,8 @@ Input columns: ``task`` (click | search | distill), ``item_id``, ``title``, ``ca
 cross-encoder's score for distill). The validation split is by item. ``fit`` collects the rows to
 the driver, trains with sentence-transformers' trainer (see :mod:`kpspark.biencoder.train`), exports
 ONNX fp32 + per-channel int8 with the cosine parity check to ``outputDir/export`` and returns a
-:class:`~kpspark.biencoder.embedder.TextEmbedder` on that folder (item side by default).
+:class:`~kpspark.biencoder.embedder.TextEmbedder` (item side by default) that every node can load: with an
+active MLflow run (and ``logToRun``, the default) on ``runs:/<run id>/export``, otherwise on the folder.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 _DEFAULTS: dict[str, Any] = dict(outputDir="", init="minilm6", tasks=["click", "search", "distill"],
                                  taskWeights=[1.0, 1.0, 1.0], dims=[384, 256, 128, 64], maxLength=64, epochs=1.0,
                                  learningRate=5e-5, batchSize=32, sampler="round_robin", evalSteps=50, patience=3,
-                                 validationFraction=0.2, seed=42, parityTexts=400)
+                                 validationFraction=0.2, seed=42, parityTexts=400, logToRun=True)
 
 
 class BiEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
@@ -52,6 +53,8 @@ class BiEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable
     validationFraction: Param[float] = Param(Params._dummy(), "validationFraction", "share of items held out",
                                              TypeConverters.toFloat)
     seed: Param[int] = Param(Params._dummy(), "seed", "random seed", TypeConverters.toInt)
+    logToRun: Param[bool] = Param(Params._dummy(), "logToRun", "log the export to the active MLflow run, so the "
+                                  "fitted model loads on every node (runs:/<id>/export)", TypeConverters.toBoolean)
     parityTexts: Param[int] = Param(Params._dummy(), "parityTexts", "validation texts used by the parity check",
                                     TypeConverters.toInt)
 
@@ -60,7 +63,7 @@ class BiEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable
                  taskWeights: list[float] | None = None, dims: list[int] | None = None, maxLength: int = 64,
                  epochs: float = 1.0, learningRate: float = 5e-5, batchSize: int = 32, sampler: str = "round_robin",
                  evalSteps: int = 50, patience: int = 3, validationFraction: float = 0.2, seed: int = 42,
-                 parityTexts: int = 400) -> None:
+                 parityTexts: int = 400, logToRun: bool = True) -> None:
         super().__init__()
         self._setDefault(**_DEFAULTS)
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
@@ -70,7 +73,7 @@ class BiEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable
                   taskWeights: list[float] | None = None, dims: list[int] | None = None, maxLength: int = 64,
                   epochs: float = 1.0, learningRate: float = 5e-5, batchSize: int = 32, sampler: str = "round_robin",
                   evalSteps: int = 50, patience: int = 3, validationFraction: float = 0.2, seed: int = 42,
-                  parityTexts: int = 400) -> "BiEncoderEstimator":
+                  parityTexts: int = 400, logToRun: bool = True) -> "BiEncoderEstimator":
         """Set several params at once."""
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
@@ -101,6 +104,7 @@ class BiEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable
         from kpspark.biencoder.export import export_with_parity
         from kpspark.biencoder.text import item_texts, keyphrase_texts
         from kpspark.biencoder.train import train_bi_encoder
+        from kpspark.registry.tracking import shareable_export
 
         g = self.getOrDefault
         if not g(self.outputDir):
@@ -114,6 +118,8 @@ class BiEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable
         texts = list(dict.fromkeys(item_texts(ref["title"], ref["category"])))[:k] + \
             list(dict.fromkeys(keyphrase_texts(ref["keyphrase"])))[:k]
         export_dir, parity = export_with_parity(res["model_dir"], out / "export", texts, cfg.max_length, cfg.dims)
-        model = TextEmbedder(modelUri=str(export_dir), inputCol="title", categoryCol="category")
+        uri, tracking = shareable_export(str(export_dir)) if g(self.logToRun) else (str(export_dir), "")
+        model = TextEmbedder(modelUri=uri, trackingUri=tracking, inputCol="title", categoryCol="category")
+        model.export_dir = str(export_dir)  # type: ignore[attr-defined]
         model.training_summary = {**res, "validation_rows": len(val), "parity": parity.__dict__}  # type: ignore[attr-defined]
         return model

@@ -136,7 +136,7 @@ def run_train_bi_encoder(cfg: Config, spark: "SparkSession", recipe: str | None 
     rows = task_rows(spark, cfg, tasks).cache()
     counts = {r["task"]: int(r["count"]) for r in rows.groupBy("task").count().collect()}
     out_dir = Path(output_dir or scratch_dir(f"kpspark-be-{recipe}-"))  # the registry keeps the model
-    est = BiEncoderEstimator(outputDir=str(out_dir), init=be.init, tasks=list(tasks),
+    est = BiEncoderEstimator(outputDir=str(out_dir), logToRun=False, init=be.init, tasks=list(tasks),
                              taskWeights=[float(be.weights.get(t, 1.0)) for t in tasks], dims=list(be.dims),
                              maxLength=be.max_length, epochs=be.epochs, learningRate=be.lr, batchSize=be.batch_size,
                              sampler=be.sampler, evalSteps=be.eval_steps, patience=be.patience, seed=cfg.sample.seed)

@@ -4,7 +4,9 @@ Input columns: ``keyphrase, category, title, label`` (0/1; ``p_yes`` too with ``
 ``item_id`` (the validation split is by item, so no item is in both splits). ``fit`` collects the
 training rows to the driver (the model trains on one machine; the sample sizes of the paper's
 recipes fit), trains with sentence-transformers' trainer, exports ONNX fp32 + int8 to
-``outputDir`` with the parity check, and returns an :class:`OnnxCrossEncoderModel` on that folder.
+``outputDir`` with the parity check, and returns an :class:`OnnxCrossEncoderModel` that every node can load:
+with an active MLflow run (and ``logToRun``, the default) the export is logged to the run and the model
+points at ``runs:/<run id>/export``; otherwise at the folder, which on a cluster must be shared storage.
 """
 from __future__ import annotations
 
@@ -43,20 +45,25 @@ class CrossEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     validationFraction: Param[float] = Param(Params._dummy(), "validationFraction", "share of items held out",
                                              TypeConverters.toFloat)
     seed: Param[int] = Param(Params._dummy(), "seed", "random seed", TypeConverters.toInt)
+    logToRun: Param[bool] = Param(Params._dummy(), "logToRun", "log the export to the active MLflow run, so the "
+                                  "fitted model loads on every node (runs:/<id>/export)", TypeConverters.toBoolean)
 
     @keyword_only
     def __init__(self, *, outputDir: str = "", init: str = "bert-tiny", maxLength: int = 64, epochs: float = 8.0,
                  learningRate: float = 1e-3, batchSize: int = 64, evalSteps: int = 100, patience: int = 3,
-                 softLabels: bool = False, validationFraction: float = 0.2, seed: int = 42) -> None:
+                 softLabels: bool = False, validationFraction: float = 0.2, seed: int = 42,
+                 logToRun: bool = True) -> None:
         super().__init__()
         self._setDefault(outputDir="", init="bert-tiny", maxLength=64, epochs=8.0, learningRate=1e-3, batchSize=64,
-                         evalSteps=100, patience=3, softLabels=False, validationFraction=0.2, seed=42)
+                         evalSteps=100, patience=3, softLabels=False, validationFraction=0.2, seed=42,
+                         logToRun=True)
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, outputDir: str = "", init: str = "bert-tiny", maxLength: int = 64, epochs: float = 8.0,
                   learningRate: float = 1e-3, batchSize: int = 64, evalSteps: int = 100, patience: int = 3,
-                  softLabels: bool = False, validationFraction: float = 0.2, seed: int = 42) -> "CrossEncoderEstimator":
+                  softLabels: bool = False, validationFraction: float = 0.2, seed: int = 42,
+                  logToRun: bool = True) -> "CrossEncoderEstimator":
         """Set several params at once."""
         return self._set(**self._input_kwargs)
 
@@ -72,6 +79,7 @@ class CrossEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         from kpspark.crossencoder.export import export_with_parity
         from kpspark.crossencoder.text import pair_texts
         from kpspark.crossencoder.train import TrainConfig, train_cross_encoder
+        from kpspark.registry.tracking import shareable_export
 
         g = self.getOrDefault
         if not g(self.outputDir):
@@ -84,7 +92,9 @@ class CrossEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         res = train_cross_encoder(train, val, out, cfg)
         a, b = pair_texts(val["keyphrase"], val["category"], val["title"])
         export_dir, parity = export_with_parity(res["model_dir"], out / "export", a, b, cfg.max_length)
-        model = OnnxCrossEncoderModel(modelUri=str(export_dir))
+        uri, tracking = shareable_export(str(export_dir)) if g(self.logToRun) else (str(export_dir), "")
+        model = OnnxCrossEncoderModel(modelUri=uri, trackingUri=tracking)
+        model.export_dir = str(export_dir)  # type: ignore[attr-defined]
         model.training_summary = {**res, "train_rows": len(train), "validation_rows": len(val),  # type: ignore[attr-defined]
                                   "parity": parity.__dict__}
         return model

@@ -68,7 +68,7 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
         raise ValueError(f"recipe {recipe!r} has no usable mix of labels: {counts or 'no rows'}")
     data = with_texts(spark, cfg, pairs).orderBy(F.xxhash64("item_id", "keyphrase_id")).limit(ce.max_train_pairs)
     out_dir = Path(output_dir or scratch_dir(f"kpspark-ce-{recipe}-"))  # the registry keeps the model
-    est = CrossEncoderEstimator(outputDir=str(out_dir), init=ce.init, maxLength=ce.max_length, epochs=ce.epochs,
+    est = CrossEncoderEstimator(outputDir=str(out_dir), logToRun=False, init=ce.init, maxLength=ce.max_length, epochs=ce.epochs,
                                 learningRate=ce.lr, batchSize=ce.batch_size, evalSteps=ce.eval_steps,
                                 patience=ce.patience, softLabels=ce.soft_labels, seed=cfg.sample.seed)
     name = model_name_for(cfg, recipe)

@@ -45,10 +45,28 @@ def keyphrase_id_col(normalized: "Column") -> "Column":
     return F.xxhash64(normalized)
 
 
-def _unzip(path: Path) -> Path:
+def _unzip(spark: "SparkSession", path: Path) -> Path:
+    """The one file of a ``.zip``, extracted where every executor reads it: a folder beside the session's
+    reliable checkpoints (``spark.checkpoint.dir``: shared storage on a cluster), or a scratch folder under a
+    local master. On a cluster without a local checkpoint folder: a clear error (unzip it onto shared storage)."""
+    import uuid
+
     if path.suffix != ".zip":
         return path
-    out = Path(scratch_dir("kpspark-unzip-"))
+    master = spark.conf.get("spark.master", "local") or "local"
+    ckpt = (spark.conf.get("spark.checkpoint.dir", "") or "").removeprefix("file:")
+    if ckpt and "://" not in ckpt:
+        import atexit
+        import shutil
+
+        out = Path(ckpt) / f"unzip-{uuid.uuid4().hex[:12]}"
+        atexit.register(shutil.rmtree, out, True)  # Spark reads it lazily: removed when the driver ends
+    elif master.startswith("local"):
+        out = Path(scratch_dir("kpspark-unzip-"))
+    else:
+        raise SchemaError(f"{path}: a .zip is extracted before Spark reads it, and this cluster session has no "
+                          "local spark.checkpoint.dir on shared storage to extract it to; unzip it onto storage "
+                          "every node reads and load that file")
     with zipfile.ZipFile(path) as zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
         if len(names) != 1:
@@ -68,7 +86,7 @@ def read_file(spark: "SparkSession", path: str | Path, fmt: str = "csv", mapping
 
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be one of ['csv', 'parquet'], got {fmt!r}")
-    local = _unzip(Path(path)) if "://" not in str(path) else path
+    local = _unzip(spark, Path(path)) if "://" not in str(path) else path
     reader = spark.read.format(fmt)
     if fmt == "csv":
         reader = reader.options(header="true", mode="PERMISSIVE", multiLine="true", escape='"',

@@ -108,3 +108,27 @@ def start_run(cfg: Config, run_name: str, spark: "SparkSession | None" = None, t
         mlflow.log_params(params)  # type: ignore[attr-defined]
         logger.info("MLflow run %s (%s) in %s", run.info.run_id, run_name, tracking_uri(cfg))
         yield run
+
+
+def shareable_export(export_dir: str, artifact_path: str = "export") -> tuple[str, str]:
+    """(model URI, tracking URI) a fitted model's executors load ``export_dir`` from on any node: with an active
+    MLflow run the export is logged to it and the URI is ``runs:/<run id>/<artifact_path>``; without one it
+    is the folder itself, which on a cluster must be storage every node reads (a warning says so when the
+    session's master is not local)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        try:
+            from pyspark.sql import SparkSession
+
+            active = SparkSession.getActiveSession()
+            master = active.conf.get("spark.master", "local") if active is not None else "local"
+        except Exception:  # noqa: BLE001 (no session: nothing to warn about)
+            master = "local"
+        if not str(master).startswith("local"):
+            logger.warning("no active MLflow run: the fitted model points at %s, which every executor must be "
+                           "able to read (shared storage); start a run before fit() to log it there", export_dir)
+        return str(export_dir), ""
+    mlflow.log_artifacts(str(export_dir), artifact_path)
+    return f"runs:/{run.info.run_id}/{artifact_path}", mlflow.get_tracking_uri()

@@ -151,3 +151,27 @@ def test_filtering_on_the_score_runs_the_model_once_and_keeps_what_it_outputs(sp
     assert plan.count("ArrowEvalPython") == 1, plan
     got = kept.toPandas()
     assert len(got) > 0 and (got["score"] >= threshold).all()
+
+
+def test_a_model_fitted_inside_a_run_loads_from_the_run_on_any_node(spark, trained, tmp_path):
+    """fit() inside an MLflow run logs the export there: the model points at runs:/<id>/export, not at the
+    driver's output folder (which no executor of a cluster could read), and scores from it after the folder
+    is gone."""
+    import shutil
+
+    from kpspark.crossencoder.estimator import CrossEncoderEstimator
+    from kpspark.crossencoder.recipes import recipe_pairs, with_texts
+
+    cfg, _, _ = trained
+    data = with_texts(spark, cfg, recipe_pairs(spark, cfg, "click_search")).limit(240)
+    est = CrossEncoderEstimator(outputDir=str(tmp_path / "out"), epochs=1.0, batchSize=32, evalSteps=1000)
+    with mlflow.start_run() as run:
+        model = est.fit(data)
+    assert model.getOrDefault("modelUri") == f"runs:/{run.info.run_id}/export"
+    assert model.getOrDefault("trackingUri") == mlflow.get_tracking_uri()
+    shutil.rmtree(tmp_path / "out")  # the driver's folder is gone: only the run has the model
+    model.save(str(tmp_path / "stage"))
+    loaded = OnnxCrossEncoderModel.load(str(tmp_path / "stage"))
+    scores = loaded.transform(data.limit(10)).select("score").toPandas()["score"]
+    assert len(scores) == 10 and scores.between(0, 1).all()
+    assert CrossEncoderEstimator(outputDir=str(tmp_path / "o2"), logToRun=False).getOrDefault("logToRun") is False

@@ -1,4 +1,5 @@
-"""Faults on the loopback standalone cluster (marked ``reliability``): while the full batch and then the daily
+"""Faults on the isolated loopback cluster (``tests/clusterutil.py``: nodes share only the lakehouse storage and
+the MLflow server; marked ``reliability``): while the full batch and then the daily
 diff run through ``spark-submit``, one executor's busy Python worker is killed, then a whole worker
 (its JVM, its executor and the executor's Python workers). Spark retries the failed tasks and moves
 the lost executor's work to the other one; the outputs must equal those of undisturbed runs on an
@@ -18,8 +19,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from kpspark.data import tables
-from tests.clusterutil import submit
-from tests.conftest import lake_copy
+from tests.clusterutil import shared_lake, submit
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 FP32 = {"cross_encoder.precision": "fp32", "bi_encoder.precision": "fp32"}
@@ -80,11 +80,10 @@ def _same(a: dict, b: dict) -> dict:
     return {"rows": len(a), "max_score_diff": worst}
 
 
-def test_jobs_survive_killed_python_workers_and_a_lost_worker(spark, pipeline, cluster, tmp_path, monkeypatch,
-                                                              figures):
+def test_jobs_survive_killed_python_workers_and_a_lost_worker(spark, pipeline, cluster, tmp_path, figures):
     from kpspark.package import build_zip
 
-    base = lake_copy(pipeline, tmp_path, monkeypatch)
+    base = shared_lake(cluster, pipeline, "faults")
     # 8x the items (same titles, new ids): a job long enough to be hit mid-flight
     items = tables.read_table(spark, base, "items")
     top = items.agg(F.max("item_id")).first()[0]
@@ -96,10 +95,10 @@ def test_jobs_survive_killed_python_workers_and_a_lost_worker(spark, pipeline, c
     n_items = tables.read_table(spark, base, "items").count()
     lakes = {}
     for name in ("calm", "faulty"):
-        shutil.copytree(base.lakehouse.root, tmp_path / name)
+        shutil.copytree(base.lakehouse.root, cluster.shared / name)
         lakes[name] = dataclasses.replace(base, lakehouse=dataclasses.replace(base.lakehouse,
-                                                                              root=str(tmp_path / name)))
-    pyfiles = build_zip(tmp_path / "dist")
+                                                                              root=str(cluster.shared / name)))
+    pyfiles = build_zip(cluster.client / "dist-faults")
     sets = dict(FP32)
     out = {"items": n_items}
     for job in ("full_batch", "daily_diff"):
