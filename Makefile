@@ -63,6 +63,7 @@ bench: setup
 	$(PY) bench/bench_recommend.py
 	$(PY) bench/bench_diff.py --size medium
 	$(PY) bench/bench_diff.py --size large
+	$(PY) bench/bench_cluster.py
 
 dist: setup
 	$(PY) -m kpspark.package dist

@@ -68,7 +68,7 @@ class Cluster:
     """A running master, workers and MLflow server. ``workers[i]`` is worker i's Popen (its JVM, in the worker's
     namespace), :meth:`node_tmp` the worker's private /tmp as seen from outside (``/proc/<pid>/root/tmp``)."""
 
-    def __init__(self, n_workers: int = 2) -> None:
+    def __init__(self, n_workers: int = 2, worker_env: list[dict[str, str]] | None = None) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="kpspark-cluster-", dir="/var/tmp"))
         self.shared, self.client, self.logdir = (self.base / n for n in ("shared", "client", "logs"))
         for d in (self.shared, self.client, self.logdir):
@@ -91,6 +91,7 @@ class Cluster:
         self.master = self._launch([str(self.home / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master",
                                     "--host", "127.0.0.1", "--port", str(self.port), "--webui-port", str(self.ui)],
                                    "master")
+        self.worker_env = worker_env or [{} for _ in range(n_workers)]
         self.workers = [self._start_worker(i) for i in range(n_workers)]
         self.wait_alive(n_workers)
         self._wait_mlflow()
@@ -110,7 +111,8 @@ class Cluster:
         return self._launch(isolated([str(self.home / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker",
                                       self.url, "--host", "127.0.0.1", "--cores", "1", "--memory", "3g",
                                       "--work-dir", "/tmp/work", "--webui-port", str(_free_port())], hide),
-                            f"worker{i}", {"SPARK_LOCAL_DIRS": "/tmp/local", "HOME": "/tmp/home"})
+                            f"worker{i}", {"SPARK_LOCAL_DIRS": "/tmp/local", "HOME": "/tmp/home",
+                                           **self.worker_env[i]})
 
     def node_tmp(self, i: int) -> Path:
         """Worker ``i``'s private /tmp, seen from outside its namespace (for the tests' watchers only)."""

@@ -1,6 +1,6 @@
 """The jobs on a cluster whose nodes share nothing but the lakehouse storage and the MLflow tracking server
-(``tests/clusterutil.py``): the driver, each worker and the MLflow server have a private ``/tmp``; the full batch
-and the daily diff go through ``spark-submit`` with the package shipped as a zip (``--py-files``).
+(``tests/clusterutil.py``): the driver, each worker and the MLflow server have a private ``/tmp``; the full batch,
+the daily diff (revised, deleted items; new keyphrases) and the streaming job go through ``spark-submit`` with the package shipped as a zip (``--py-files``).
 
 While the jobs run, a watcher records what the executors downloaded into their own block-manager folders: the
 cross-encoder and bi-encoder exports, and the keyphrase index's shards (from the run artifacts on the tracking
@@ -66,38 +66,14 @@ def test_full_batch_and_daily_diff_on_a_cluster_that_shares_only_storage_and_the
     assert after.where(F.col("item_id") == ids[2]).count() == 0
     assert diff.read_state(spark, lake)[diff.ITEMS_STATE]["version"] == res["items_version"]
 
-
-def test_a_job_whose_index_lacks_a_shard_fails_before_writing(spark, pipeline, cluster, tmp_path):
-    """A pinned index URI whose run lacks a shard: the job fails on the driver, the table is untouched."""
-    import mlflow
-
-    from kpspark.package import build_zip
-
-    lake = shared_lake(cluster, pipeline, "broken-index")
-    pyfiles = build_zip(cluster.client / "dist-broken")
-    client = mlflow.MlflowClient(cluster.tracking_uri)
-    exp = client.get_experiment_by_name(lake.mlflow.experiment)
-    run = client.create_run(exp.experiment_id if exp else client.create_experiment(lake.mlflow.experiment))
-    # a manifest that lists one shard which was never uploaded
-    (tmp_path / "index").mkdir()
-    (tmp_path / "index" / "manifest.json").write_text(
-        '{"shard_by": "category", "params": {}, "dim": 64, "shards": [{"key": "x", "sid": "s0", "n": 1, '
-        '"kind": "flat", "dim": 64}]}')
-    (tmp_path / "index" / "kpspark_model.json").write_text('{"kind": "keyphrase_index"}')
-    client.log_artifacts(run.info.run_id, str(tmp_path / "index"), "index")
-    client.set_terminated(run.info.run_id)
-    # the diff would search it for a revised item
-    state = diff.read_state(spark, lake)
-    details = {k: v for k, v in state[diff.ITEMS_STATE].items() if k != "version"}
-    diff.write_state(spark, lake, {n: state[n]["version"] for n in (diff.ITEMS_STATE, diff.KEYPHRASES_STATE)},
-                     {**details, "index_uri": f"runs:/{run.info.run_id}/index"})
-    items = tables.read_table(spark, lake, "items")
-    tables.upsert(spark, lake, "items", items.orderBy("item_id").limit(1)
-                  .withColumn("title", F.concat(F.lit("Used "), F.col("title"))))
-    before = tables.version(spark, lake, "recommendations")
-    out = submit(cluster, "daily_diff", lake, pyfiles, tmp_path / "job", expect_ok=False)
-    assert out["returncode"] != 0 and "lacks 2 shard file(s)" in out["stderr"], out["stderr"][-3000:]
-    assert tables.version(spark, lake, "recommendations") == before
+    # near-real-time: one more revision, picked up by the streaming job (checkpoint on the shared storage)
+    tables.upsert(spark, lake, "items", items.where(F.col("item_id") == ids[0])
+                  .withColumn("title", F.concat(F.lit("Refurbished "), F.col("title"))))
+    stream = submit(cluster, "streaming", lake, pyfiles, tmp_path / "stream",
+                    sets={"streaming.trigger": "availableNow"})
+    assert stream["batches"] >= 1 and stream["items_upserted"] == 1, stream
+    assert tables.read_table(spark, lake, "recommendations").where(
+        (F.col("item_id") == ids[0]) & (F.col("run_id") == stream["run_id"])).count() > 0
 
 
 def _leftovers(roots: list[Path]) -> list[Path]:

@@ -63,6 +63,12 @@ def test_every_other_option_is_a_field_of_each_request():
         [body] = _Recorder.bodies
         assert body["chat_template_kwargs"] == {"enable_thinking": False} and body["seed"] == 7
         assert body["max_tokens"] == 1 and body["logprobs"] is True and body["model"] == "m"
+        # two replicas (one down): round-robin, and the request that hit the dead one is retried on the other
+        both = load_backend("openai", "m", base_url=f"http://127.0.0.1:9/v1,http://127.0.0.1:{srv.server_address[1]}/v1",
+                            concurrency=1, max_retries=1, backoff=0.01)
+        assert all(r.error is None for r in both.judge(_prompts())) and len(_Recorder.bodies) == 1 + 4
+        with pytest.raises(ValueError, match="at least one server"):
+            load_backend("openai", "m", base_url="")
     finally:
         srv.shutdown()
 

@@ -184,6 +184,11 @@ def test_an_index_built_into_a_run_is_uploaded_by_the_executors_and_searched_fro
     a = sorted((r.item_id, r.keyphrase_id) for r in model.transform(items).collect())
     b = sorted((r.item_id, r.keyphrase_id) for r in folder_model.transform(items).collect())
     assert a == b and len(a) == 20
+    # a shard gone from the run's artifacts: the transform refuses on the driver, naming it
+    victim = next((tmp_path / "artifacts").rglob("*.faiss"))
+    victim.unlink()
+    with pytest.raises(KPSparkError, match=f"lacks 1 shard file.*{victim.name}"):
+        model.transform(items)
     with pytest.raises(ValueError, match="runs:/<run id>/<path>"):
         KeyphraseRetriever(indexDir="s3://bucket/index").fit(kps)
 

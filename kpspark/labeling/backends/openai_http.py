@@ -4,11 +4,14 @@ One request per pair with ``max_tokens=1, logprobs=true, top_logprobs=k``; P(yes
 entries among the top log-probabilities. Bounded concurrency (a thread pool per executor
 process), per-request timeout, retries with exponential backoff and full jitter on 429/5xx and
 connection errors. The API key is read from the environment variable whose **name** is
-``api_key_env``; the key itself is never a parameter and never logged. Options other than the client's own
+``api_key_env``; the key itself is never a parameter and never logged. ``base_url`` may name several replicas (a
+list, or comma-separated): requests go round-robin over them; ``${VAR}`` in it is read from the executor's
+environment (a server beside each node: ``http://127.0.0.1:${LLM_PORT}/v1``). Options other than the client's own
 are sent as fields of every request (``chat_template_kwargs={"enable_thinking": false}``, ``seed`` ...).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -46,13 +49,21 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str = "",
+    def __init__(self, model: str, base_url: str | Sequence[str] = "http://127.0.0.1:8000/v1", api_key_env: str = "",
                  concurrency: int = 8, timeout: float = 30.0, max_retries: int = 5, backoff: float = 0.5,
                  top_logprobs: int = 20, **request_fields: Any) -> None:
         self.model_id = model
         # every other option is a field of each request (chat_template_kwargs, seed, a vendor's extras)
         self.request_fields = dict(request_fields)
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        # ${VAR} is the executor's own environment: a server beside each node (http://${NODE_IP}:8080/v1)
+        bases = [os.path.expandvars(b.strip()) for b in (base_url.split(",") if isinstance(base_url, str)
+                                                         else base_url)]
+        if not bases or not all(bases):
+            raise ValueError(f"base_url must name at least one server, got {base_url!r}")
+        # several replicas: requests go round-robin over them, and a retry goes to the next one
+        self.urls = [b.rstrip("/") + "/chat/completions" for b in bases]
+        self.url = self.urls[0]
+        self._next = itertools.count()
         self.api_key_env = api_key_env
         self.concurrency = max(1, int(concurrency))
         self.timeout = float(timeout)
@@ -75,7 +86,8 @@ class OpenAIBackend:
         last = ""
         for attempt in range(self.max_retries + 1):
             try:
-                req = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
+                url = self.urls[next(self._next) % len(self.urls)]
+                req = urllib.request.Request(url, data=data, headers=self._headers(), method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     raw = resp.read()
                 try:
