@@ -7,7 +7,9 @@ embeddings; then in one process: times ``run_full_batch`` over every item (the b
 the diff pays the same cold start as a separately scheduled job: model downloads and loads, Python
 workers) and times ``run_daily_diff``; then times a diff of a single revised item (the fixed cost).
 Writes ``bench/results/diff_<size>.json``: both times, the ratio (target <= 5%), the diff's step
-times, the fixed cost and the marginal cost per revised item.
+times, the fixed cost and the marginal cost per revised item; the model invocations per input row of the full
+batch (counted in the Python workers, target 1.0); and the full batch's cross-encoder pairs/s/core against the
+cross-encoder alone on pairs of the same lakehouse in the same run (target >= 0.9).
 
     python bench/bench_diff.py [--size medium|large] [--revised 0.01]
 """
@@ -19,7 +21,12 @@ import shutil
 import time
 from pathlib import Path
 
+import sys
+
 from _common import REPO, bench_cfg, machine_info, write_result
+
+sys.path.insert(0, str(REPO))
+from tests.invocations import counting, rows_seen  # noqa: E402
 
 
 class PeakMemory:
@@ -51,6 +58,35 @@ class PeakMemory:
         """The peak since the last reset, in GiB."""
         gib, self.peak = self.peak / 2**30, 0
         return round(gib, 2)
+
+
+def ce_only_rate(spark, cfg, work: Path, n: int, cores: int) -> dict:
+    """The baseline of the same run: the serving cross-encoder alone scoring ``n`` (item, keyphrase) pairs of
+    the lakehouse (the same stage and batch size as the full batch's, inputs read from parquet, output to
+    Spark's no-op sink), after a warm-up that loads the model in every Python worker."""
+    from pyspark.sql import functions as F
+
+    from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+    from kpspark.data import tables
+    from kpspark.registry import models, tracking
+
+    items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
+    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
+    per_item = 50  # as many keyphrases per item as the full batch scores at k = 50
+    pairs = items.orderBy(F.xxhash64("item_id")).limit(n // per_item + 1) \
+        .crossJoin(kps.orderBy(F.xxhash64("keyphrase_id")).limit(per_item)).limit(n)
+    path = str(work / "ce-only-pairs")
+    pairs.write.mode("overwrite").parquet(path)
+    src = spark.read.parquet(path)
+    n = src.count()
+    scorer = OnnxCrossEncoderModel(modelUri=models.model_uri(cfg.models.cross_encoder, cfg.models.serving_alias),
+                                   precision=cfg.cross_encoder.precision, batchSize=cfg.batch.cross_encoder,
+                                   trackingUri=tracking.tracking_uri(cfg), outputCol="ce_score")
+    scorer.transform(src.limit(4000)).write.format("noop").mode("overwrite").save()
+    t0 = time.time()
+    scorer.transform(src).write.format("noop").mode("overwrite").save()
+    secs = time.time() - t0
+    return {"pairs": n, "seconds": round(secs, 1), "pairs_per_s_per_core": round(n / secs / cores, 1)}
 
 
 def main() -> int:
@@ -89,10 +125,16 @@ def main() -> int:
 
     mem = PeakMemory()
     mem.reset()
-    t0 = time.time()
-    full = run_full_batch(cfg, spark)
-    t_full = time.time() - t0
+    counts = work / "invocations"
+    shutil.rmtree(counts, ignore_errors=True)
+    with counting(counts, keys=False):  # rows each model function saw in the Python workers
+        t0 = time.time()
+        full = run_full_batch(cfg, spark)
+        t_full = time.time() - t0
     peak_full = mem.reset()
+    seen = {k: rows_seen(counts, k) for k in ("embed", "search", "search_out", "score")}
+    ce_only = ce_only_rate(spark, cfg, work, min(seen["score"], 400_000), cores)
+    full_ce_rate = seen["score"] / t_full / cores
 
     def revise(share: float, salt: int) -> int:
         items = tables.read_table(spark, cfg, "items")
@@ -133,6 +175,17 @@ def main() -> int:
         "items_where_1pct_diff_is_5pct": (round(t_one / (0.05 * full_per_item - 0.01 * per_item))
                                           if 0.05 * full_per_item > 0.01 * per_item else None),
         "full_items_per_s_per_core": round(n_items / t_full / cores, 1),
+        "retrieval_k": cfg.retrieval.k,
+        # model invocations per input row (target 1.0): the embedding saw every item once, the search every
+        # routed item once, the scorer every candidate the search returned once (one shard per item here)
+        "invocations_per_row": {"embed": round(seen["embed"] / n_items, 4),
+                                "search": round(seen["search"] / n_items, 4),
+                                "score": round(seen["score"] / max(seen["search_out"], 1), 4)},
+        "rows_seen": seen,
+        "full_batch_ce_pairs_per_s_per_core": round(full_ce_rate, 1),
+        "ce_only_pairs_per_s_per_core": ce_only,
+        "full_batch_to_ce_only_ratio": round(full_ce_rate / ce_only["pairs_per_s_per_core"], 3),
+        "target_full_batch_to_ce_only": 0.9,
         "peak_rss_gib_full_batch": peak_full, "peak_rss_gib_diff": peak_diff,
         "memory_gib_machine": round(__import__("psutil").virtual_memory().total / 2**30, 1),
         "cores": cores, "machine": machine_info()})

@@ -124,45 +124,37 @@ def _client(tracking_uri: str | None) -> Any:
     return MlflowClient(tracking_uri=tracking_uri or None, registry_uri=tracking_uri or None)
 
 
-def _publish(location: str, tracking_uri: str | None, files: dict[str, bytes | str]) -> None:
-    """Write ``files`` (name -> content) into an index location: a folder, or the run's artifacts (each
-    executor uploads what it built: nothing passes through a disk another node would have to read)."""
+def _upload(location: str, tracking_uri: str | None, folder: str | os.PathLike[str]) -> None:
+    """Log every file of ``folder`` to the run of a ``runs:/<run id>/<path>`` location."""
+    run_id, path = run_artifact_dest(location)
+    _client(tracking_uri).log_artifacts(run_id, str(folder), path or None)
+
+
+def _in_scratch(location: str, tracking_uri: str | None, build: Any) -> Any:
+    """``build(folder)`` into a folder of ``location`` itself, or — for a run location — into a scratch folder
+    uploaded to the run (each executor uploads what it built: no disk of one node is read by another)."""
     if not is_artifact_uri(location):
         out = _folder(location)
         out.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            (out / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        return
+        return build(out)
     import shutil
 
     from kpspark.sparkutil import scratch_dir
 
-    run_id, path = run_artifact_dest(location)
     tmp = scratch_dir("kpspark-index-upload-")
     try:
-        for name, data in files.items():
-            (Path(tmp) / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        _client(tracking_uri).log_artifacts(run_id, tmp, path or None)
+        result = build(Path(tmp))
+        _upload(location, tracking_uri, tmp)
+        return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish_shard(location: str, tracking_uri: str | None, key: str, ids: np.ndarray, texts: list[str],
                   emb: np.ndarray, params: IndexParams) -> dict[str, Any]:
-    """Build one shard and put it at ``location`` (see :func:`_publish`); returns its manifest entry."""
-    from kpspark.sparkutil import scratch_dir
-
-    if not is_artifact_uri(location):
-        return write_shard(_folder(location), key, ids, texts, emb, params)
-    tmp = scratch_dir("kpspark-shard-build-")
-    entry = write_shard(tmp, key, ids, texts, emb, params)
-    sid = entry["sid"]
-    _publish(location, tracking_uri, {f"{sid}.faiss": (Path(tmp) / f"{sid}.faiss").read_bytes(),
-                                      f"{sid}.parquet": (Path(tmp) / f"{sid}.parquet").read_bytes()})
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
-    return entry
+    """Build one shard and put it at ``location`` (see :func:`_in_scratch`); returns its manifest entry."""
+    return _in_scratch(location, tracking_uri,  # type: ignore[no-any-return]
+                       lambda out: write_shard(out, key, ids, texts, emb, params))
 
 
 def write_manifest(location: str | os.PathLike[str], shards: list[dict[str, Any]], shard_by: str,
@@ -174,9 +166,11 @@ def write_manifest(location: str | os.PathLike[str], shards: list[dict[str, Any]
         raise KPSparkError(f"shards disagree on the embedding dim: {sorted(dims)}")
     manifest = {"shard_by": shard_by, "params": asdict(params), "dim": dims.pop() if dims else 0,
                 "shards": sorted(shards, key=lambda s: s["key"])}
-    _publish(str(location), tracking_uri, {
-        MANIFEST: json.dumps(manifest, indent=2),
-        "kpspark_model.json": json.dumps({"kind": "keyphrase_index", "manifest": MANIFEST})})
+    def write(out: Path) -> None:
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (out / "kpspark_model.json").write_text(json.dumps({"kind": "keyphrase_index", "manifest": MANIFEST}))
+
+    _in_scratch(str(location), tracking_uri, write)
     return manifest
 
 

@@ -155,9 +155,11 @@ class KeyphraseRetriever(Estimator, _RetrieverParams, DefaultParamsReadable, Def
 
 
 def make_search_fn(index_uri: str, k: int, ef_search: int, nprobe: int, tracking_uri: str | None = None,
-                   cache_size: int | None = None) -> Any:
-    """The ``mapInPandas`` body: rows (item_id, sid, embedding) -> (item_id, keyphrase_id, keyphrase, score).
-    Closes over plain values: each executor loads (downloads, for an artifact URI) the shards it searches."""
+                   cache_size: int | None = None, passthrough: list[str] | None = None) -> Any:
+    """The ``mapInPandas`` body: rows (item_id, sid, embedding, *passthrough) -> (item_id, *passthrough,
+    keyphrase_id, keyphrase, retriever_score), up to ``k`` rows per input row. Closes over plain values: each
+    executor loads (downloads, for an artifact URI) the shards it searches."""
+    keep = list(passthrough or [])
 
     def search(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from kpspark.retrieval.index import get_shard
@@ -168,15 +170,16 @@ def make_search_fn(index_uri: str, k: int, ef_search: int, nprobe: int, tracking
                 shard = get_shard(index_uri, str(sid), ef_search, nprobe, tracking_uri, cache_size)
                 q = np.stack(part["embedding"].to_numpy()).astype("float32")
                 scores, rows = shard.search(q, k)
-                item = np.repeat(part["item_id"].to_numpy(), rows.shape[1])
                 flat_rows, flat_scores = rows.reshape(-1), scores.reshape(-1)
                 ok = flat_rows >= 0
                 r = flat_rows[ok]
-                outs.append(pd.DataFrame({"item_id": item[ok], "keyphrase_id": shard.ids[r],
-                                          "keyphrase": shard.texts[r], "retriever_score": flat_scores[ok]}))
+                cols = {c: np.repeat(part[c].to_numpy(), rows.shape[1])[ok] for c in ["item_id", *keep]}
+                outs.append(pd.DataFrame({**cols, "keyphrase_id": shard.ids[r], "keyphrase": shard.texts[r],
+                                          "retriever_score": flat_scores[ok]}))
             yield pd.concat(outs, ignore_index=True) if outs else pd.DataFrame(
-                {"item_id": pd.Series(dtype="int64"), "keyphrase_id": pd.Series(dtype="int64"),
-                 "keyphrase": pd.Series(dtype=object), "retriever_score": pd.Series(dtype="float32")})
+                {"item_id": pd.Series(dtype="int64"), **{c: pd.Series(dtype=object) for c in keep},
+                 "keyphrase_id": pd.Series(dtype="int64"), "keyphrase": pd.Series(dtype=object),
+                 "retriever_score": pd.Series(dtype="float32")})
 
     return search
 
@@ -218,6 +221,7 @@ class KeyphraseRetrieverModel(Model, _RetrieverParams, DefaultParamsReadable, De
     def _transform(self, dataset: "DataFrame") -> "DataFrame":
         from pyspark.sql import Window
         from pyspark.sql import functions as F
+        from pyspark.sql.types import FloatType, LongType, StringType, StructField, StructType
 
         from kpspark.registry.models import pin_alias
         from kpspark.retrieval.index import check_shards, read_manifest
@@ -238,33 +242,37 @@ class KeyphraseRetrieverModel(Model, _RetrieverParams, DefaultParamsReadable, De
         manifest = read_manifest(index_uri, tracking)
         check_shards(index_uri, manifest, tracking)  # a missing shard fails here, before any task
         spark = dataset.sparkSession
+        # the input is read exactly once (its embedding is a model's nondeterministic output, which Spark would
+        # compute again for a second branch): routing is one broadcast join, and the item's other columns travel
+        # through the search to the output instead of being joined back
+        rest = [c for c in dataset.columns if c not in (emb_col, id_col, "item_id")]
+        clash = [c for c in ("keyphrase_id", "keyphrase", "retriever_score", "retriever_rank", "sid", "shard")
+                 if c in rest]
+        if clash:
+            raise SchemaError(f"KeyphraseRetrieverModel: output column(s) {clash} already exist in the input")
         shards = spark.createDataFrame([(s["key"], s["sid"]) for s in manifest["shards"]], "shard string, sid string")
+        every = F.array(*[F.lit(s["sid"]) for s in manifest["shards"]])
         items = dataset.where(F.col(emb_col).isNotNull()).select(
-            F.col(id_col).cast("long").alias("item_id"), F.col(emb_col).alias("embedding"),
+            F.col(id_col).cast("long").alias("item_id"), F.col(emb_col).alias("embedding"), *rest,
             _shard_key(dataset, "category", g(self.categoryCol), id_col, 1).alias("shard"))
         if manifest["shard_by"] == "hash":
-            routed = items.crossJoin(F.broadcast(shards.select("sid")))
+            routed = items.withColumn("sid", F.explode(every))
         else:
-            known = items.join(F.broadcast(shards), "shard", "inner").select("item_id", "embedding", "sid")
-            routed = known
-            if g(self.fallback) == "all":
-                unseen = items.join(F.broadcast(shards), "shard", "left_anti").crossJoin(
-                    F.broadcast(shards.select("sid")))
-                routed = known.unionByName(unseen.select("item_id", "embedding", "sid"))
-        routed = route_by_shard(routed.select("item_id", "sid", "embedding"), len(manifest["shards"]),
+            routed = items.join(F.broadcast(shards), "shard", "left" if g(self.fallback) == "all" else "inner")
+            routed = routed.withColumn("sid", F.explode(F.when(F.col("sid").isNull(), every)
+                                                        .otherwise(F.array("sid"))))
+        routed = route_by_shard(routed.select("item_id", "sid", "embedding", *rest), len(manifest["shards"]),
                                 task_slots(spark, g(self.minPartitions)))
+        out_schema = StructType([routed.schema["item_id"], *[routed.schema[c] for c in rest],
+                                 StructField("keyphrase_id", LongType()), StructField("keyphrase", StringType()),
+                                 StructField("retriever_score", FloatType())])
         fn = make_search_fn(index_uri, g(self.k), g(self.efSearch), g(self.nprobe), tracking,
-                            g(self.shardCacheSize) or None)
-        cands = routed.mapInPandas(fn, "item_id long, keyphrase_id long, keyphrase string, retriever_score float")
+                            g(self.shardCacheSize) or None, rest)
+        cands = routed.mapInPandas(fn, out_schema)
         w = Window.partitionBy("item_id").orderBy(F.desc("retriever_score"), F.asc("keyphrase_id"))
         top = (cands.dropDuplicates(["item_id", "keyphrase_id"])
                .withColumn("retriever_rank", F.row_number().over(w)).where(F.col("retriever_rank") <= g(self.k)))
-        rest = dataset.drop(emb_col).withColumnRenamed(id_col, "item_id") if id_col != "item_id" else \
-            dataset.drop(emb_col)
-        clash = [c for c in ("keyphrase_id", "keyphrase", "retriever_score", "retriever_rank") if c in rest.columns]
-        if clash:
-            raise SchemaError(f"KeyphraseRetrieverModel: output column(s) {clash} already exist in the input")
-        return rest.join(top, "item_id", "inner")
+        return top
 
 
 def manifest_json(model: KeyphraseRetrieverModel) -> str:

@@ -163,8 +163,9 @@ def test_a_model_fitted_inside_a_run_loads_from_the_run_on_any_node(spark, train
     from kpspark.crossencoder.recipes import recipe_pairs, with_texts
 
     cfg, _, _ = trained
-    data = with_texts(spark, cfg, recipe_pairs(spark, cfg, "click_search")).limit(240)
-    est = CrossEncoderEstimator(outputDir=str(tmp_path / "out"), epochs=1.0, batchSize=32, evalSteps=1000)
+    # trained as the demo's model is (a barely trained one fails the int8 parity gate: issue 17's subject)
+    data = with_texts(spark, cfg, recipe_pairs(spark, cfg, "click_search"))
+    est = CrossEncoderEstimator(outputDir=str(tmp_path / "out"), epochs=4.0, batchSize=32, evalSteps=20, patience=4)
     with mlflow.start_run() as run:
         model = est.fit(data)
     assert model.getOrDefault("modelUri") == f"runs:/{run.info.run_id}/export"

@@ -34,18 +34,24 @@ def test_both_logprob_formats_are_read():
     assert first_token_alternatives({}) is None
 
 
+def _reply(handler, top: list[tuple[str, float]]) -> None:
+    """A chat-completions answer whose first token is ``top[0]`` with ``top`` as its alternatives."""
+    alts = [{"token": t, "logprob": lp} for t, lp in top]
+    body = json.dumps({"choices": [{"message": {"content": top[0][0]}, "logprobs": {"content": [
+        {**alts[0], "top_logprobs": alts}]}}]}).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Recorder(http.server.BaseHTTPRequestHandler):
     bodies: list = []
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         type(self).bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        body = json.dumps({"choices": [{"message": {"content": "No"}, "logprobs": {"content": [
-            {"token": "No", "logprob": -0.1, "top_logprobs": [{"token": "No", "logprob": -0.1}]}]}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _reply(self, [("No", -0.1)])
 
     def log_message(self, *args):
         pass
@@ -83,14 +89,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
             self.send_response(429 if type(self).calls % 3 == 1 else 503)
             self.end_headers()
             return
-        body = json.dumps({"choices": [{"message": {"content": "Yes"}, "logprobs": {"content": [
-            {"token": "Yes", "logprob": -0.1, "top_logprobs": [{"token": "Yes", "logprob": -0.1},
-                                                              {"token": "No", "logprob": -2.4}]}]}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _reply(self, [("Yes", -0.1), ("No", -2.4)])
 
     def log_message(self, *args):
         pass
