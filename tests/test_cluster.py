@@ -19,7 +19,7 @@ from kpspark.data import tables
 from kpspark.production import diff
 from tests.clusterutil import shared_lake, submit
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
 def test_full_batch_and_daily_diff_on_a_cluster_that_shares_only_storage_and_the_tracking_server(

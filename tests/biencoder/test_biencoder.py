@@ -113,10 +113,13 @@ def test_text_embedder_in_spark_matches_pure_python_and_matryoshka(spark, traine
 def test_registry_pyfunc_and_text_embedder_agree(spark, trained):
     _, res, _ = trained
     uri = f"models:/{res['model']}@champion"
-    df = spark.createDataFrame([("cordless drill",), ("red iphone case",)], "text string")
-    ours = [np.array(r.embedding) for r in TextEmbedder(inputCol="text", modelUri=uri, dim=64).transform(df).collect()]
+    # compared by row id (the stage spreads its input over the task slots, so rows come back in another order),
+    # in one batch on both sides: int8 dynamic quantization depends on batch-mates
+    df = spark.createDataFrame([(0, "cordless drill"), (1, "red iphone case")], "id int, text string")
+    ours = [np.array(r.embedding) for r in sorted(TextEmbedder(inputCol="text", modelUri=uri, dim=64, minPartitions=1)
+                                                  .transform(df).select("id", "embedding").collect())]
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="array<float>", env_manager="local", params={"dim": 64})
-    theirs = [np.array(r.e) for r in df.withColumn("e", udf("text")).collect()]
+    theirs = [np.array(r.e) for r in sorted(df.coalesce(1).select("id", udf("text").alias("e")).collect())]
     for a, b in zip(ours, theirs):
         assert a.shape == b.shape == (64,)
         assert float(a @ b) >= 0.999  # same model and texts; int8 dynamic quantization depends on batch-mates

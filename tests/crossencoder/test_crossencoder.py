@@ -67,17 +67,23 @@ def test_registry_transformer_and_spark_udf_give_the_same_scores(spark, trained)
     rows = [("red iphone case", "Cell Phones & Smartphones", "OtterBox Case for iPhone 11 Red"),
             ("cordless drill", "Power Tools", "DeWalt 20V Cordless Drill Kit"),
             ("cordless drill", "Cell Phones & Smartphones", "OtterBox Case for iPhone 11 Red")]
-    df = spark.createDataFrame(rows, "keyphrase string, category string, title string")
-    ours = [r.score for r in OnnxCrossEncoderModel(modelUri=uri).transform(df).collect()]
+    # the stage spreads its input over the task slots, so rows come back in another order: compare by row id
+    df = spark.createDataFrame([(i, *r) for i, r in enumerate(rows)],
+                               "id int, keyphrase string, category string, title string")
+
+    def by_id(out):
+        return [r.score for r in sorted(out.select("id", "score").collect())]
+
+    ours = by_id(OnnxCrossEncoderModel(modelUri=uri).transform(df))
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="double", env_manager="local")
-    theirs = [r[0] for r in df.select(udf("keyphrase", "category", "title")).collect()]
+    theirs = by_id(df.select("id", udf("keyphrase", "category", "title").alias("score")))
     local = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame(rows, columns=["keyphrase", "category", "title"]))
     # int8 is dynamically quantized: activation scales are per batch, so a pair's score moves by
     # up to ~2e-3 with its batch-mates (Spark partitions rows differently from a pandas call)
     assert ours == pytest.approx(theirs, abs=5e-3) and ours == pytest.approx(list(local), abs=5e-3)
-    fp32 = [r.score for r in OnnxCrossEncoderModel(modelUri=uri, precision="fp32").transform(df).collect()]
+    fp32 = by_id(OnnxCrossEncoderModel(modelUri=uri, precision="fp32").transform(df))
     fp32_one_by_one = [OnnxCrossEncoderModel(modelUri=uri, precision="fp32").transform(df.limit(0).union(
-        spark.createDataFrame([row], df.schema))).first().score for row in rows]
+        spark.createDataFrame([(i, *row)], df.schema))).first().score for i, row in enumerate(rows)]
     assert fp32 == pytest.approx(fp32_one_by_one, abs=1e-5)  # fp32 does not depend on the batch
     assert len(set(np.round(ours, 4))) > 1  # not a constant model
 
@@ -89,11 +95,12 @@ def test_bad_input_rows_and_save_load(spark, trained, tmp_path):
             ("iphone", None, "Apple iPhone 11"), ("iphone", "Phones", long_title),
             ("айфон 11 📱", "Phones", "Apple iPhone 11 😀"), ("iphone", "Phones", "Apple iPhone 11"),
             ("iphone", "Phones", "Apple iPhone 11")]
-    df = spark.createDataFrame(rows, "keyphrase string, category string, title string")
+    df = spark.createDataFrame([(i, *r) for i, r in enumerate(rows)],
+                               "id int, keyphrase string, category string, title string")
     model = OnnxCrossEncoderModel(modelUri=f"models:/{res['model']}@challenger", precision="fp32")
     model.write().overwrite().save(str(tmp_path / "stage"))
     loaded = OnnxCrossEncoderModel.load(str(tmp_path / "stage"))
-    got = [r.score for r in loaded.transform(df).collect()]
+    got = [r.score for r in sorted(loaded.transform(df).select("id", "score").collect())]  # by row id
     assert len(got) == len(rows)  # no row lost, no task failure
     assert got[0] is None and got[1] is None and got[2] is None  # nothing to judge -> null score
     assert all(0.0 <= s <= 1.0 for s in got[3:])
