@@ -1,7 +1,8 @@
 """Labeling on the isolated loopback cluster (``tests/clusterutil.py``: nodes share only the lakehouse folder and
 an MLflow tracking server), one worker (the baseline) against two, in the same run.
 
-Each worker has a llama.cpp server beside it (SmolLM2-135M, one thread) and its executor talks to that one
+Each worker has a llama.cpp server beside it (SmolLM2-135M, one thread for generation and for prompt processing,
+whose default is every core) and its executor talks to that one
 (``base_url=http://127.0.0.1:${KPSPARK_LLM_PORT}/v1``, the variable set per worker, as a node-local sidecar
 would be). ``jobs/label_pairs.py`` goes through ``spark-submit`` with the openai backend on the same pending
 pairs of the same lakehouse. From the job's result and Spark's event log: pairs/s end to end and over the
@@ -29,8 +30,10 @@ from _common import machine_info, write_result  # noqa: E402
 def _judge_stage(events: Path) -> dict:
     """Figures of the judge stage (the stage with the most task time) from a Spark event log folder."""
     tasks: dict[int, list[dict]] = {}
-    for log in events.iterdir():
+    for log in (p for p in events.rglob("*") if p.is_file()):  # Spark 4: a folder of rolling files per app
         for line in log.read_text().splitlines():
+            if not line.startswith("{"):
+                continue
             e = json.loads(line)
             if e.get("Event") == "SparkListenerTaskEnd":
                 info = e["Task Info"]
@@ -67,6 +70,7 @@ def run(workers: int, lake_src: Path, pairs: int) -> dict:
         t0 = time.time()
         res = submit(c, "label_pairs", cfg, build_zip(c.client / "dist"), c.base / "job",
                      extra_conf={"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(),
+                                 "spark.eventLog.compress": "false",
                                  "spark.default.parallelism": "2"},
                      sets={"llm.backend": "openai", "llm.model": "smollm2", "llm.options": opts,
                            "llm.strategy": "uniform", "llm.sample_size": pairs, "llm.chunk_pairs": pairs})

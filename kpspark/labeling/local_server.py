@@ -52,7 +52,9 @@ def llama_server(model: str = "smollm2", port: int | None = None, n_threads: int
     path = str(Path(folder) / gguf) if gguf else folder
     port = port or free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", path, "--model_alias", model_alias,
-           "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(n_threads), "--n_ctx", str(n_ctx),
+           "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(n_threads),
+           # prompt processing is nearly all the work of a 1-token answer; its default is every core of the machine
+           "--n_threads_batch", str(n_threads), "--n_ctx", str(n_ctx),
            "--logits_all", "true", "--verbose", "false"]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
