@@ -87,6 +87,15 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class ClickPositiveConfig:
+    """Which click-log pairs are click positives (:func:`kpspark.rules.click_positives`; TJ section 3.1.2)."""
+
+    min_impressions: int = 30
+    min_clicks: int = 1
+    min_ctr: float = 0.001  # the paper's "min CTR of 0.1", read as 0.1% (10% would contradict its 1-click floor)
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     """The synthetic sample marketplace."""
 
@@ -176,6 +185,8 @@ class RetrievalConfig:
     threshold: float = 0.5  # CE score kept when calibrate is false (or no click has a CE score)
     calibrate: bool = True  # threshold = the CE score that keeps click_retention of the clicked pairs
     click_retention: float = 0.95
+    per_category: bool = True  # a threshold per category with enough click positives (the rest: the global one)
+    min_category_positives: int = 50
     plural: bool = True  # de-duplication: plural/singular variants share a group
     word_order: bool = True  # de-duplication: word-order variants share a group
 
@@ -218,6 +229,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    click_positive: ClickPositiveConfig = field(default_factory=ClickPositiveConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
@@ -349,7 +361,7 @@ def _coerce(value: Any, default: Any, path: str) -> Any:
 
 _SECTION_TYPES: dict[str, type] = {
     "SparkConfig": SparkConfig, "LakehouseConfig": LakehouseConfig, "MlflowConfig": MlflowConfig,
-    "ModelsConfig": ModelsConfig, "QualityConfig": QualityConfig, "SampleConfig": SampleConfig,
+    "ModelsConfig": ModelsConfig, "QualityConfig": QualityConfig, "ClickPositiveConfig": ClickPositiveConfig, "SampleConfig": SampleConfig,
     "BatchConfig": BatchConfig, "LlmConfig": LlmConfig, "CrossEncoderConfig": CrossEncoderConfig,
     "BiEncoderConfig": BiEncoderConfig, "RetrievalConfig": RetrievalConfig,
     "EvaluationConfig": EvaluationConfig,

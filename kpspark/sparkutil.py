@@ -37,6 +37,15 @@ def check_input_cols(stage: str, dataset: "DataFrame", roles: Mapping[str, str],
         raise SchemaError(f"{stage}: output column(s) {clash} already exist in the input")
 
 
+def find_stage(pipeline: Any, kind: type) -> Any:
+    """The one stage of ``pipeline`` (a ``PipelineModel``) that is a ``kind``; a clear error when absent."""
+    found = [s for s in pipeline.stages if isinstance(s, kind)]
+    if len(found) != 1:
+        raise ValueError(f"the pipeline has {len(found)} {kind.__name__} stages, expected one: "
+                         f"{[type(s).__name__ for s in pipeline.stages]}")
+    return found[0]
+
+
 def scratch_dir(prefix: str) -> str:
     """A new private folder for files a process needs only while it lives (a model downloaded from MLflow, an
     index or a training output already logged there), removed with the process:

@@ -50,16 +50,15 @@ def run_baseline(cfg: Config, spark: "SparkSession", alias: str | None = None) -
     """Score the human-labelled pairs with the Jaccard baseline, log an MLflow run with its metrics
     (AUC, kappa and accuracy at the best-F1 threshold, against human labels and ground truth),
     and register the model under ``cfg.models.baseline`` with ``alias`` (default: the serving alias)."""
-    from pyspark.sql import functions as F
-
     from kpspark.data import tables
     from kpspark.evaluation import metrics
     from kpspark.evaluation.baselines import jaccard_scores
     from kpspark.registry import models, tracking
     from kpspark.registry.pyfunc import log_jaccard_model
+    from kpspark.rules import keyphrase_texts
 
     items = tables.read_table(spark, cfg, "items").select("item_id", "title")
-    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
+    kps = keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))
     human = tables.read_table(spark, cfg, "human_labels").select("item_id", "keyphrase_id", "label")
     truth = tables.read_table(spark, cfg, "ground_truth").select("item_id", "keyphrase_id", "relevant")
     pdf = (human.join(truth, ["item_id", "keyphrase_id"], "left").join(items, "item_id").join(kps, "keyphrase_id")

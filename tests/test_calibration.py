@@ -5,25 +5,13 @@ import numpy as np
 import pytest
 
 from kpspark.errors import SchemaError
-from kpspark.evaluation.calibration import (
-    ThresholdCalibrator, ThresholdModel, retention_curve, retention_threshold,
-)
+from kpspark.evaluation.calibration import ThresholdCalibrator, ThresholdModel, retention_curve
+from kpspark.rules import retention_threshold
 
 
-def test_retention_threshold_keeps_the_target_share():
-    rng = np.random.default_rng(0)
-    s = rng.random(1000)
-    for target in (0.5, 0.9, 0.95, 1.0):
-        t = retention_threshold(s, target)
-        assert np.mean(s >= t) >= target  # keeps at least the target
-        assert np.mean(s > t) < target or target == 1.0  # and is the largest such threshold
-    assert retention_threshold([0.2, 0.4, np.nan], 1.0) == 0.2
+def test_retention_curve():
     np.testing.assert_allclose(retention_curve(np.array([0.1, 0.5, 0.9]), np.array([0.0, 0.5, 1.0])),
                                [1.0, 2 / 3, 0.0])
-    with pytest.raises(ValueError, match="no scores"):
-        retention_threshold([], 0.95)
-    with pytest.raises(ValueError, match="target"):
-        retention_threshold([0.3], 0.0)
 
 
 def test_calibrator_global_and_per_category_and_save_load(spark, tmp_path):
@@ -33,7 +21,7 @@ def test_calibrator_global_and_per_category_and_save_load(spark, tmp_path):
     df = spark.createDataFrame(rows, "category string, ce_score double")
     glob = ThresholdCalibrator(targetRetention=0.95).fit(df)
     scores = np.array([r[1] for r in rows])
-    assert glob.getThreshold() == pytest.approx(retention_threshold(scores, 0.95))
+    assert glob.getThreshold() == pytest.approx(retention_threshold(scores, target=0.95))
     per = ThresholdCalibrator(categoryCol="category", minPositives=50).fit(df)
     th = per.thresholds()
     assert set(th) == {"a", "b"} and th["a"] > th["b"]

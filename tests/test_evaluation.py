@@ -17,21 +17,6 @@ from kpspark.sparkutil import validation_items
 from tests.conftest import use_store
 
 
-def test_weighted_threshold_keeps_the_target_share_of_clicks():
-    rng = np.random.default_rng(0)
-    s, w = rng.random(5000), rng.integers(1, 20, 5000).astype(float)
-    for target in (0.5, 0.9, 0.95, 1.0):
-        t = offline.weighted_threshold(s, w, target)
-        assert w[s >= t].sum() >= target * w.sum() - 1e-6
-        above = s[s > t]  # the next higher score would keep too little: t is the largest such threshold
-        if len(above):
-            assert w[s >= above.min()].sum() < target * w.sum()
-    # pair-count weighting is the unweighted quantile
-    assert offline.weighted_threshold(s, None, 0.95) == pytest.approx(np.sort(s)[int(0.05 * len(s))])
-    with pytest.raises(ValueError, match="no scored clicks"):
-        offline.weighted_threshold(np.array([np.nan]), None)
-
-
 def _synthetic(noise: float, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Truth drives clicks (seen only where search passes) and search; a model's score is truth + noise."""
     rng = np.random.default_rng(seed)

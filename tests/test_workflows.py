@@ -60,10 +60,17 @@ def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cp
     assert got.count() == rec["recommendations"] > 0
     assert 0 < rec["items_with_recommendations"] <= rec["items_in"]
     rows = got.toPandas()
-    # the filter's threshold is the CE score that keeps 95% of the clicked pairs
+    # the filter's thresholds are the CE scores that keep 95% of the click positives: one global, one per
+    # category with enough positives; every row reached its category's
     cal = rec["calibration"]
     assert cal["calibrated"] and cal["positives"] > 0 and rec["threshold"] == cal["threshold"]
-    assert (rows["ce_score"] >= rec["threshold"]).all() and (rows["rank"] <= cfg.retrieval.top_n).all()
+    per = rec["category_thresholds"]
+    assert per and per == cal["category_thresholds"] and len(set(per.values())) > 1
+    cats = tables.read_table(spark, cfg, "items").select("item_id", "category").toPandas()
+    rows = rows.merge(cats, on="item_id")
+    need = rows["category"].map(per).fillna(rec["threshold"])
+    assert (rows["ce_score"] >= need).all() and (rows["rank"] <= cfg.retrieval.top_n).all()
+    assert rows["category"].isin(list(per)).any()
     assert not rows.duplicated(["item_id", "keyphrase_id"]).any()
     assert set(rows["ce_version"]) == {f"{cfg.models.cross_encoder}/{ce['version']}"}
     assert set(rows["retriever_version"]) == {f"{cfg.models.bi_encoder}/{be['version']}"}
@@ -79,11 +86,13 @@ def test_recommendation_pipeline_round_trips_through_save_load(spark, pipeline, 
 
     cfg, out, _ = pipeline
     rec = out["recommendations"]
-    pipe = build_recommendation_pipeline(cfg, rec["index_uri"], threshold=rec["threshold"])
+    pipe = build_recommendation_pipeline(cfg, rec["index_uri"], threshold=rec["threshold"],
+                                         category_thresholds=rec["category_thresholds"])
     pipe.write().overwrite().save(str(tmp_path / "pipeline"))
     back = PipelineModel.load(str(tmp_path / "pipeline"))
     assert [type(s).__name__ for s in back.stages] == [
-        "TextEmbedder", "KeyphraseRetrieverModel", "OnnxCrossEncoderModel", "RelevanceFilter"]
+        "TextEmbedder", "KeyphraseRetrieverModel", "OnnxCrossEncoderModel", "ThresholdModel"]
+    assert back.stages[-1].thresholds() == rec["category_thresholds"]
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category").limit(5)
     a = sorted((r.item_id, r.keyphrase_id) for r in pipe.transform(items).collect())
     b = sorted((r.item_id, r.keyphrase_id) for r in back.transform(items).collect())

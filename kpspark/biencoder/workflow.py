@@ -26,7 +26,7 @@ def model_name_for(cfg: Config, recipe: str) -> str:
 def task_rows(spark: "SparkSession", cfg: Config, tasks: tuple[str, ...], ce_model: str | None = None) -> "DataFrame":
     """Rows ``task, item_id, keyphrase_id, title, category, keyphrase, label`` for the tasks:
 
-    * click: pairs with at least one click, label 1.0;
+    * click: the click positives (:func:`kpspark.rules.click_positives`), label 1.0;
     * search: search-relevance 0/1 labels;
     * distill: the teacher's scores from ``pair_scores`` (model ``ce_model``, default
       ``bi_encoder.teacher`` or the configured cross-encoder name), label = score.
@@ -36,11 +36,11 @@ def task_rows(spark: "SparkSession", cfg: Config, tasks: tuple[str, ...], ce_mod
     from pyspark.sql import functions as F
 
     from kpspark.data import tables
+    from kpspark.rules import click_positives, keyphrase_texts
 
     parts = []
     if "click" in tasks:
-        parts.append(tables.read_table(spark, cfg, "clicks").where(F.col("clicks") > 0)
-                     .select("item_id", "keyphrase_id").distinct()
+        parts.append(click_positives(tables.read_table(spark, cfg, "clicks"), cfg.click_positive)
                      .select(F.lit("click").alias("task"), "item_id", "keyphrase_id", F.lit(1.0).alias("label")))
     if "search" in tasks:
         parts.append(tables.read_table(spark, cfg, "search_relevance").where(F.col("label").isNotNull())
@@ -66,7 +66,7 @@ def task_rows(spark: "SparkSession", cfg: Config, tasks: tuple[str, ...], ce_mod
     w = Window.partitionBy("task").orderBy(F.xxhash64("item_id", "keyphrase_id"))
     rows = rows.withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= n).drop("_r")
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
-    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
+    kps = keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))
     return rows.join(items, "item_id").join(kps, "keyphrase_id")
 
 
@@ -80,23 +80,25 @@ def evaluate_recall(spark: "SparkSession", cfg: Config, export_dir: str, item_id
 
     from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
     from kpspark.biencoder.text import item_texts
+    from kpspark.crossencoder.export import META_FILE
     from kpspark.data import tables
     from kpspark.evaluation.retrieval import recall_by_dim
+    from kpspark.rules import KEYPHRASE, click_positives, keyphrase_texts
 
     be = cfg.bi_encoder
-    meta = json.loads((Path(export_dir) / "kpspark_model.json").read_text())
+    meta = json.loads((Path(export_dir) / META_FILE).read_text())
     emb = OnnxTextEmbedder(Path(export_dir) / meta["files"]["int8"], export_dir, meta["max_length"], threads=0)
     ids = spark.createDataFrame([(int(i),) for i in item_ids], "item_id long")
     items = tables.read_table(spark, cfg, "items").join(ids, "item_id").select("item_id", "title", "category") \
         .toPandas()
-    kps = (tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", "text")
+    kps = (keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))
            .orderBy(F.xxhash64("keyphrase_id")).limit(max_keyphrases).toPandas())
     if items.empty or kps.empty:
         return []
     kp_pos = {int(k): i for i, k in enumerate(kps["keyphrase_id"])}
     item_pos = {int(k): i for i, k in enumerate(items["item_id"])}
     item_emb = emb.embed(item_texts(items["title"], items["category"]))
-    kp_emb = emb.embed(kps["text"].tolist())
+    kp_emb = emb.embed(kps[KEYPHRASE].tolist())
 
     def rel_sets(df: "DataFrame") -> list[set[int]]:
         sets: list[set[int]] = [set() for _ in range(len(items))]
@@ -105,7 +107,7 @@ def evaluate_recall(spark: "SparkSession", cfg: Config, export_dir: str, item_id
                 sets[item_pos[int(r["item_id"])]].add(kp_pos[int(r["keyphrase_id"])])
         return sets
 
-    relevant = {"click": rel_sets(tables.read_table(spark, cfg, "clicks").where(F.col("clicks") > 0))}
+    relevant = {"click": rel_sets(click_positives(tables.read_table(spark, cfg, "clicks"), cfg.click_positive))}
     teacher = be.teacher or cfg.models.cross_encoder
     ps = tables.read_table(spark, cfg, "pair_scores").where((F.col("model_name") == teacher)
                                                            & (F.col("score") >= be.relevant_score))
@@ -221,6 +223,7 @@ def run_embed(cfg: Config, spark: "SparkSession", alias: str | None = None, item
     from kpspark.biencoder.embedder import TextEmbedder
     from kpspark.data import tables
     from kpspark.registry import models, tracking
+    from kpspark.rules import KEYPHRASE, keyphrase_texts
 
     be = cfg.bi_encoder
     name = cfg.models.bi_encoder
@@ -241,7 +244,7 @@ def run_embed(cfg: Config, spark: "SparkSession", alias: str | None = None, item
         out.update({"items": str(rep), "items_written": rep.rows_written})
     if "keyphrases" in which:
         src_kps = keyphrases if keyphrases is not None else tables.read_table(spark, cfg, "keyphrases")
-        kp = TextEmbedder(inputCol="text", **common).transform(src_kps.select("keyphrase_id", "text", "category"))
+        kp = TextEmbedder(inputCol=KEYPHRASE, **common).transform(keyphrase_texts(src_kps, "category"))
         rep = tables.upsert(spark, cfg, "keyphrase_embeddings",
                             kp.select("keyphrase_id", "category", "embedding", *stamp))
         out.update({"keyphrases": str(rep), "keyphrases_written": rep.rows_written})

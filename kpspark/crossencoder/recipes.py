@@ -11,17 +11,15 @@ recipe             positives                                        negatives
 ``human``          human label 1                                    human label 0
 =================  ===============================================  ==================================
 
-Click positives: ``impressions >= min_impressions``, ``clicks >= min_clicks`` and
-``clicks / impressions >= min_ctr`` (TJ: >=30 impressions, >=1 click; the CTR floor is ambiguous in the
-paper, so it is a parameter). When a pair is both a positive of one source and a negative of
+Click positives: :func:`kpspark.rules.click_positives` with ``cfg.click_positive`` (the rule every stage
+uses). When a pair is both a positive of one source and a negative of
 another, the click positive wins (``click_*`` recipes) — clicks are the strongest positive signal.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kpspark.config import Config
+from kpspark.config import ClickPositiveConfig, Config
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -29,24 +27,13 @@ if TYPE_CHECKING:  # pragma: no cover
 RECIPES = ("search", "click_search", "click_llm", "click_llm_neg", "llm", "human")
 
 
-@dataclass(frozen=True)
-class ClickFilter:
-    """Which click-log pairs count as positives."""
-
-    min_impressions: int = 30
-    min_clicks: int = 1
-    min_ctr: float = 0.001
-
-
-def _click_pos(spark: "SparkSession", cfg: Config, f: ClickFilter) -> "DataFrame":
+def _click_pos(spark: "SparkSession", cfg: Config, rule: ClickPositiveConfig) -> "DataFrame":
     from pyspark.sql import functions as F
 
     from kpspark.data import tables
+    from kpspark.rules import click_positives
 
-    c = (tables.read_table(spark, cfg, "clicks").groupBy("item_id", "keyphrase_id")
-         .agg(F.sum("impressions").alias("imp"), F.sum("clicks").alias("clk")))
-    c = c.where((F.col("imp") >= f.min_impressions) & (F.col("clk") >= f.min_clicks)
-                & (F.col("clk") / F.col("imp") >= f.min_ctr))
+    c = click_positives(tables.read_table(spark, cfg, "clicks"), rule)
     return c.select("item_id", "keyphrase_id", F.lit(1).alias("label"), F.lit(None).cast("double").alias("p_yes"),
                     F.lit("click").alias("source"))
 
@@ -67,15 +54,16 @@ def _labels(spark: "SparkSession", cfg: Config, table: str, source: str, only: i
                      F.lit(source).alias("source")).dropDuplicates(["item_id", "keyphrase_id"])
 
 
-def recipe_pairs(spark: "SparkSession", cfg: Config, recipe: str, clicks: ClickFilter | None = None,
+def recipe_pairs(spark: "SparkSession", cfg: Config, recipe: str, clicks: ClickPositiveConfig | None = None,
                  judge_model: str | None = None) -> "DataFrame":
-    """``item_id, keyphrase_id, label, p_yes, source`` of a recipe, one row per pair."""
+    """``item_id, keyphrase_id, label, p_yes, source`` of a recipe, one row per pair (``clicks``: the click
+    positive rule, default ``cfg.click_positive``)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {list(RECIPES)}, got {recipe!r}")
-    f = clicks or ClickFilter()
+    f = clicks or cfg.click_positive
     parts: list[DataFrame]
     if recipe == "search":
         parts = [_labels(spark, cfg, "search_relevance", "search")]
@@ -100,10 +88,9 @@ def recipe_pairs(spark: "SparkSession", cfg: Config, recipe: str, clicks: ClickF
 def with_texts(spark: "SparkSession", cfg: Config, pairs: "DataFrame") -> "DataFrame":
     """Join titles, categories and keyphrase texts (pairs whose item or keyphrase is unknown drop out
     of training; :func:`recipe_pairs` counts are taken before this join)."""
-    from pyspark.sql import functions as F
-
     from kpspark.data import tables
+    from kpspark.rules import keyphrase_texts
 
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
-    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
+    kps = keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))
     return pairs.join(items, "item_id").join(kps, "keyphrase_id")

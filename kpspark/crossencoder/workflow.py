@@ -103,6 +103,7 @@ def run_score_pairs(cfg: Config, spark: "SparkSession", alias: str | None = None
     from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
     from kpspark.data import tables
     from kpspark.registry import models, tracking
+    from kpspark.rules import keyphrase_texts
 
     name = model_name_for(cfg, recipe or cfg.cross_encoder.recipe)
     alias = alias or cfg.models.serving_alias
@@ -113,7 +114,7 @@ def run_score_pairs(cfg: Config, spark: "SparkSession", alias: str | None = None
                                    batchSize=cfg.batch.cross_encoder, trackingUri=tracking.tracking_uri(cfg))
     src = pairs if pairs is not None else tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id")
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
-    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
+    kps = keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))
     scored = scorer.transform(src.join(items, "item_id", "left").join(kps, "keyphrase_id", "left"))
     rows = scored.select("item_id", "keyphrase_id", "score", F.lit(name).alias("model_name"),
                          F.lit(str(version)).alias("model_version"), F.current_timestamp().alias("scored_at"))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from kpspark.config import Config
 from kpspark.errors import SchemaError
+from kpspark.rules import normalize_text_col
 from kpspark.sparkutil import scratch_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,14 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 CORRUPT = "_corrupt_record"
 HOMEDEPOT_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "homedepot" / "train.csv.zip"
-
-
-def normalize_col(col: "Column") -> "Column":
-    """Spark twin of :func:`kpspark.sample.marketplace.normalize`: lower case, punctuation other
-    than ``.``/``-`` to spaces, whitespace collapsed."""
-    from pyspark.sql import functions as F
-
-    return F.trim(F.regexp_replace(F.regexp_replace(F.lower(col), r"[^\w\s.\-]", " "), r"\s+", " "))
 
 
 def keyphrase_id_col(normalized: "Column") -> "Column":
@@ -125,7 +118,7 @@ def _tables_from_pairs(pairs: "DataFrame", label: "Column", source: str, mapping
     """items / keyphrases / human_labels from a frame with item_id, title, category, query, rating."""
     from pyspark.sql import functions as F
 
-    norm = normalize_col(F.col("query"))
+    norm = normalize_text_col(F.col("query"))
     p = pairs.withColumn("normalized", norm).withColumn("keyphrase_id", keyphrase_id_col(F.col("normalized")))
     return {
         "items": p.select("item_id", "title", "category").dropDuplicates(["item_id", "title", "category"]),

@@ -12,7 +12,7 @@ with pyspark.ml's default writer.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark import keyword_only
@@ -27,22 +27,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
 
-def retention_threshold(scores: Sequence[float] | np.ndarray, target: float = 0.95) -> float:
-    """The largest threshold that keeps at least ``target`` of ``scores`` (NaNs ignored)."""
-    s = np.sort(np.asarray(scores, dtype="float64"))
-    s = s[~np.isnan(s)]
-    if len(s) == 0:
-        raise ValueError("no scores to calibrate on")
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"target retention must be in (0, 1], got {target}")
-    drop = int(np.floor((1.0 - target) * len(s) + 1e-9))  # how many lowest scores may fall below
-    return float(s[min(drop, len(s) - 1)])
-
-
 def retention_curve(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Share of ``scores`` at or above each threshold."""
     s = np.sort(np.asarray(scores, dtype="float64"))
     return 1.0 - np.searchsorted(s, thresholds, side="left") / max(len(s), 1)
+
+
+_GLOBAL = "\u0000all"  # the group of every positive (no category is named so)
 
 
 class _ThresholdParams(Params):
@@ -73,31 +64,35 @@ class ThresholdCalibrator(Estimator, _ThresholdParams, DefaultParamsReadable, De
         from pyspark.sql import functions as F
 
         g = self.getOrDefault
-        from kpspark.evaluation.offline import weighted_threshold
-
         sc, cat, wc = g(self.scoreCol), g(self.categoryCol), g(self.weightCol)
         for c in [sc] + ([cat] if cat else []) + ([wc] if wc else []):
             if c not in dataset.columns:
                 raise SchemaError(f"ThresholdCalibrator: input lacks column {c!r}; found {dataset.columns}")
-        cols = [F.col(sc).cast("double").alias("s"), (F.col(wc).cast("double") if wc else F.lit(1.0)).alias("w")] \
-            + ([F.col(cat).alias("c")] if cat else [])
-        pdf = dataset.where(F.col(sc).isNotNull()).select(*cols).toPandas()
-        target = g(self.targetRetention)
+        target, weighted = float(g(self.targetRetention)), bool(wc)
+        # every positive once in the global group and once in its category's: one pass, on the executors
+        groups = F.array(F.lit(_GLOBAL), F.col(cat).cast("string")) if cat else F.array(F.lit(_GLOBAL))
+        rows = dataset.where(F.col(sc).isNotNull()).select(
+            F.explode(groups).alias("g"), F.col(sc).cast("double").alias("s"),
+            (F.col(wc).cast("double") if wc else F.lit(1.0)).alias("w")).where(F.col("g").isNotNull())
 
-        def thr(part: "pd.DataFrame") -> float:
-            if not wc:
-                return retention_threshold(part["s"].to_numpy(), target)
-            return weighted_threshold(part["s"].to_numpy(), part["w"].fillna(0).to_numpy(), target)
+        def search(pdf: "pd.DataFrame") -> "pd.DataFrame":
+            import pandas as pd
 
-        glob = thr(pdf)
-        per: dict[str, float] = {}
-        if cat:
-            for c, part in pdf.dropna(subset=["c"]).groupby("c"):
-                if len(part) >= g(self.minPositives):
-                    per[str(c)] = thr(part)
+            from kpspark.rules import retention_threshold
+
+            w = pdf["w"].fillna(0).to_numpy() if weighted else None
+            return pd.DataFrame({"g": [pdf["g"].iloc[0]], "n": [len(pdf)],
+                                 "t": [retention_threshold(pdf["s"].to_numpy(), w, target)]})
+
+        found = {r["g"]: (int(r["n"]), float(r["t"])) for r in
+                 rows.groupBy("g").applyInPandas(search, "g string, n long, t double").collect()}
+        if _GLOBAL not in found:
+            raise ValueError("ThresholdCalibrator: no scored positives to calibrate on")
+        n, glob = found.pop(_GLOBAL)
+        per = {c: t for c, (k, t) in found.items() if k >= g(self.minPositives)}
         model = ThresholdModel(threshold=glob, categoryThresholds=json.dumps(per, sort_keys=True))
         self._copyValues(model)
-        model.calibration_summary = {"positives": int(len(pdf)), "threshold": glob,  # type: ignore[attr-defined]
+        model.calibration_summary = {"positives": n, "threshold": glob,  # type: ignore[attr-defined]
                                      "categories": len(per)}
         return model
 

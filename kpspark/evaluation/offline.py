@@ -29,27 +29,10 @@ import numpy as np
 import pandas as pd
 
 from kpspark.evaluation import metrics
+from kpspark.rules import retention_threshold
 
 #: Columns of the paper's Table 1, in order, and the row figures they are relative changes of.
 TABLE1 = {"keyphrases": "keyphrases_kept", "sales": "sales_kept", "search_pass_rate": "search_pass_rate"}
-
-
-def weighted_threshold(scores: np.ndarray, weights: np.ndarray | None = None, target: float = 0.95) -> float:
-    """The largest ``t`` with ``sum(weights[scores >= t]) >= target * sum(weights)`` (NaN scores ignored)."""
-    s = np.asarray(scores, dtype="float64")
-    w = np.ones_like(s) if weights is None else np.asarray(weights, dtype="float64")
-    keep = ~np.isnan(s) & (w > 0)
-    s, w = s[keep], w[keep]
-    if not len(s):
-        raise ValueError("no scored clicks to set a threshold on")
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"target retention must be in (0, 1], got {target}")
-    order = np.argsort(-s, kind="mergesort")
-    s, w = s[order], w[order]
-    kept = np.cumsum(w)
-    i = int(np.searchsorted(kept, target * kept[-1] - 1e-9 * kept[-1]))
-    t = s[min(i, len(s) - 1)]
-    return float(t)
 
 
 def evaluate_variant(clicks: pd.DataFrame, segment: pd.DataFrame, target: float = 0.95,
@@ -72,7 +55,7 @@ def evaluate_variant(clicks: pd.DataFrame, segment: pd.DataFrame, target: float 
         tau, _ = metrics.best_f1_threshold(lab, segment["score"].to_numpy("float64"))
         rule = f"best F1 vs {ref} (no clicks; optimistic)"
     else:
-        tau = weighted_threshold(cs, clicks["clicks"].to_numpy("float64") if weighting == "clicks" else None,
+        tau = retention_threshold(cs, clicks["clicks"].to_numpy("float64") if weighting == "clicks" else None,
                                  target)
     kept_c = np.nan_to_num(cs, nan=-np.inf) >= tau
     sales = clicks["sales"].fillna(0).to_numpy("float64")

@@ -55,6 +55,7 @@ def eval_frames(spark: "SparkSession", cfg: Config) -> tuple["DataFrame", "DataF
     from pyspark.sql import functions as F
 
     from kpspark.data import tables
+    from kpspark.rules import click_positives, keyphrase_texts
     from kpspark.sparkutil import validation_items
 
     def opt(name: str, col: str, alias: str) -> "DataFrame | None":
@@ -66,13 +67,12 @@ def eval_frames(spark: "SparkSession", cfg: Config) -> tuple["DataFrame", "DataF
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
     if cfg.evaluation.holdout:
         items = items.where(validation_items(seed=cfg.sample.seed))
-    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
-    if tables.exists(spark, cfg, "clicks"):
-        raw = tables.read_table(spark, cfg, "clicks").groupBy("item_id", "keyphrase_id").agg(
-            F.sum("clicks").cast("double").alias("clicks"), F.sum("sales").alias("sales"))
+    kps = keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))
+    if tables.exists(spark, cfg, "clicks"):  # the click log C: the click positives
+        clicked = click_positives(tables.read_table(spark, cfg, "clicks"), cfg.click_positive) \
+            .select("item_id", "keyphrase_id", "clicks", "sales")
     else:  # a human-rated dataset without a click log: agreement figures only
-        raw = spark.createDataFrame([], "item_id long, keyphrase_id long, clicks double, sales double")
-    clicked = raw.where(F.col("clicks") > 0)
+        clicked = spark.createDataFrame([], "item_id long, keyphrase_id long, clicks double, sales double")
     clicks = _sample(clicked.join(items.select("item_id"), "item_id"), cfg.evaluation.max_pairs) \
         .join(items, "item_id").join(kps, "keyphrase_id")
     seg = tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id").distinct()
@@ -164,6 +164,7 @@ def retrieval_figures(spark: "SparkSession", cfg: Config) -> dict[str, Any]:
 
     from kpspark.data import tables
     from kpspark.registry import models
+    from kpspark.rules import click_positives
 
     out: dict[str, Any] = {}
     if not tables.exists(spark, cfg, "recommendations"):
@@ -173,7 +174,8 @@ def retrieval_figures(spark: "SparkSession", cfg: Config) -> dict[str, Any]:
     if n_rec == 0:
         return out
     recd_items = rec.select("item_id").distinct()
-    clicks = tables.read_table(spark, cfg, "clicks").where(F.col("clicks") > 0).select("item_id", "keyphrase_id")
+    clicks = click_positives(tables.read_table(spark, cfg, "clicks"), cfg.click_positive) \
+        .select("item_id", "keyphrase_id")
     if tables.exists(spark, cfg, "keyphrase_map"):  # variants count as their canonical keyphrase
         kmap = tables.read_table(spark, cfg, "keyphrase_map").select("keyphrase_id", "canonical_id")
         clicks = clicks.join(kmap, "keyphrase_id").select("item_id", F.col("canonical_id").alias("keyphrase_id"))

@@ -49,12 +49,11 @@ def build_judge(cfg: Config) -> "LLMJudge":
 
 def candidate_pairs(spark: "SparkSession", cfg: Config) -> "DataFrame":
     """item_id, keyphrase_id, title, category, keyphrase for every row of ``pairs``."""
-    from pyspark.sql import functions as F
-
     from kpspark.data import tables
+    from kpspark.rules import keyphrase_texts
 
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
-    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
+    kps = keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))
     pairs = tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id").dropDuplicates()
     return pairs.join(items, "item_id").join(kps, "keyphrase_id")
 
@@ -101,11 +100,6 @@ def run_label_pairs(cfg: Config, spark: "SparkSession", stop_after_chunks: int |
 
     ``stop_after_chunks`` ends the run early (a stand-in for a crash in tests and for time-boxed runs).
     """
-    from pyspark.sql import functions as F
-
-    from kpspark.data import tables
-    from kpspark.data.schemas import LLM_LABELS
-
     judge = build_judge(cfg)
     judge_model, version = judge.judgeModelName(), cfg.llm.prompt_version
     todo = sample_pairs(spark, cfg, pending_pairs(spark, cfg, judge_model, version), cfg.llm.strategy,
@@ -196,14 +190,14 @@ def judge_agreement(spark: "SparkSession", cfg: Config, judge_model: str, prompt
 
     from kpspark.data import tables
     from kpspark.evaluation import metrics
+    from kpspark.rules import click_positives
 
     labels = (tables.read_table(spark, cfg, "llm_labels")
               .where((F.col("judge_model") == judge_model) & (F.col("prompt_version") == prompt_version)
                      & F.col("label").isNotNull())
               .select("item_id", "keyphrase_id", F.col("label").alias("llm"), "p_yes"))
     human = tables.read_table(spark, cfg, "human_labels").select("item_id", "keyphrase_id", F.col("label").alias("human"))
-    clicks = (tables.read_table(spark, cfg, "clicks").groupBy("item_id", "keyphrase_id")
-              .agg(F.sum("clicks").alias("clicks")).where(F.col("clicks") > 0))
+    clicks = click_positives(tables.read_table(spark, cfg, "clicks"), cfg.click_positive)
     hp = labels.join(human, ["item_id", "keyphrase_id"]).toPandas()
     cp = labels.join(clicks, ["item_id", "keyphrase_id"]).toPandas()
     out: dict[str, Any] = {

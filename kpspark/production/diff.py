@@ -32,9 +32,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kpspark.config import Config
-from kpspark.sparkutil import freeze
+from kpspark.sparkutil import find_stage, freeze
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def run_full_batch(cfg: Config, spark: "SparkSession", show: int = 0) -> dict[st
     if tables.version(spark, cfg, "keyphrases") != v_kps:  # the index read a newer keyphrase snapshot
         logger.warning("keyphrases changed during the full batch; the next diff re-applies those changes")
     write_state(spark, cfg, {ITEMS_STATE: v_items, KEYPHRASES_STATE: v_kps},
-                {"index_uri": out["index_uri"], "threshold": out["threshold"], "run_id": out["run_id"],
+                {"index_uri": out["index_uri"], "threshold": out["threshold"],
+                 "category_thresholds": out["category_thresholds"], "run_id": out["run_id"],
                  "recommendations_version": tables.version(spark, cfg, "recommendations"), "job": "full_batch"})
     out.update({"items_version": v_items, "keyphrases_version": v_kps})
     return out
@@ -129,27 +131,82 @@ def last_changes(changes: "DataFrame", key: str) -> "DataFrame":
     return ch.withColumn("_r", F.row_number().over(w)).where("_r = 1").drop("_r")
 
 
-def ranked(df: "DataFrame", top_n: int) -> "DataFrame":
-    """Each item's ``top_n`` rows by CE score (ties: retriever score, then keyphrase id), with ``rank``."""
-    from pyspark.sql import Window
+def rescore_changed_items(spark: "SparkSession", cfg: Config, pipe: "PipelineModel", changed_items: "DataFrame",
+                          item_ups: "DataFrame") -> "DataFrame":
+    """Diff step 1: the new or revised items against the whole (new) index, ranked; their vectors, just
+    written to ``item_embeddings``, feed the retriever (no second embedding pass)."""
+    from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
-    w = Window.partitionBy("item_id").orderBy(F.desc("ce_score"), F.desc("retriever_score"), F.asc("keyphrase_id"))
-    return df.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n)
+    from kpspark.biencoder.embedder import TextEmbedder
+    from kpspark.data import tables
+    from kpspark.retrieval.workflow import RECOMMENDATION_COLS
+    from kpspark.rules import top_n
+
+    embedder = find_stage(pipe, TextEmbedder)
+    vecs = tables.read_table(spark, cfg, "item_embeddings").join(item_ups, "item_id") \
+        .select("item_id", F.col("embedding").alias(embedder.getOrDefault("outputCol")))
+    rest = PipelineModel(stages=[s for s in pipe.stages if s is not embedder])
+    found = rest.transform(changed_items.join(vecs, "item_id"))
+    return top_n(found.select(*RECOMMENDATION_COLS), cfg.retrieval.top_n)
+
+
+def new_keyphrases_for_other_items(spark: "SparkSession", cfg: Config, pipe: "PipelineModel", run_id: str,
+                                   kp_ups: "DataFrame", kps_now: "DataFrame", items_now: "DataFrame",
+                                   current: "DataFrame", touched: "DataFrame", kp_dels: "DataFrame"
+                                   ) -> "DataFrame | None":
+    """Diff step 2: the new canonical keyphrases searched for every other item the other way round (an index
+    of only them, in this run's artifacts, queried with the stored item embeddings of the same category),
+    scored and filtered; each affected item's list re-cut with its current rows. None when no new keyphrase
+    is canonical."""
+    from pyspark.sql import functions as F
+
+    from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+    from kpspark.data import tables
+    from kpspark.evaluation.calibration import ThresholdModel
+    from kpspark.registry import tracking
+    from kpspark.retrieval.retriever import KeyphraseRetriever
+    from kpspark.retrieval.workflow import RECOMMENDATION_COLS
+    from kpspark.rules import KEYPHRASE, keyphrase_texts, top_n
+
+    r = cfg.retrieval
+    canon = tables.read_table(spark, cfg, "keyphrase_map").where("keyphrase_id = canonical_id").select("keyphrase_id")
+    new_canon = canon.join(kp_ups, "keyphrase_id")
+    emb = tables.read_table(spark, cfg, "keyphrase_embeddings").join(new_canon, "keyphrase_id") \
+        .join(keyphrase_texts(kps_now), "keyphrase_id")
+    if not emb.limit(1).count():
+        return None
+    # the new keyphrases' index goes to this run's artifacts: every executor reaches it there
+    rev = KeyphraseRetriever(indexDir=f"runs:/{run_id}/new_keyphrase_index", shardBy=r.shard_by,
+                             numHashShards=r.num_hash_shards, k=r.k, fallback="none", idCol="keyphrase_id",
+                             textCol=KEYPHRASE, indexKind="flat", trackingUri=tracking.tracking_uri(cfg)).fit(emb)
+    others = tables.read_table(spark, cfg, "item_embeddings").join(touched, "item_id", "left_anti")
+    rev.set(rev.embeddingCol, "embedding")
+    rev.set(rev.idCol, "item_id")  # the fitted model queries with items
+    cands = rev.transform(others.select("item_id", "category", "embedding"))
+    # only candidates that beat the item's weakest current keyphrase (or fill a short list)
+    floor = current.groupBy("item_id").agg(F.min("retriever_score").alias("_floor"), F.count("*").alias("_n"))
+    cands = cands.join(floor, "item_id", "left").where(
+        F.col("_floor").isNull() | (F.col("_n") < r.top_n) | (F.col("retriever_score") >= F.col("_floor")))
+    texts = items_now.select("item_id", "title", "category")
+    scored = find_stage(pipe, OnnxCrossEncoderModel).transform(
+        cands.select("item_id", "keyphrase_id", KEYPHRASE, "retriever_score").join(texts, "item_id"))
+    kept = find_stage(pipe, ThresholdModel).transform(scored).select(*RECOMMENDATION_COLS)
+    affected = kept.select("item_id").distinct()
+    old = current.join(affected, "item_id").join(kp_dels, "keyphrase_id", "left_anti").select(*RECOMMENDATION_COLS)
+    return top_n(old.unionByName(kept).dropDuplicates(["item_id", "keyphrase_id"]), r.top_n)
 
 
 def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = None) -> dict[str, Any]:
     """Apply the changes since the last processed versions (see the module doc). ``fail_after`` (tests
     only) raises after the named step: ``merge`` (recommendations written, state not advanced)."""
     import mlflow
-    from pyspark.ml import PipelineModel
-    from pyspark.sql import functions as F
 
     from kpspark.biencoder.workflow import run_embed
     from kpspark.data import tables
-    from kpspark.registry import models, tracking
-    from kpspark.retrieval.retriever import KeyphraseRetriever
-    from kpspark.retrieval.workflow import build_recommendation_pipeline, run_build_index
+    from kpspark.registry import tracking
+    from kpspark.retrieval.workflow import RECOMMENDATION_COLS, build_recommendation_pipeline, run_build_index
+    from kpspark.rules import stamp_columns, version_stamp
 
     t0 = time.time()
     laps: dict[str, float] = {}
@@ -164,7 +221,6 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
     state = read_state(spark, cfg)
     if ITEMS_STATE not in state or KEYPHRASES_STATE not in state:
         raise StateMissing("no processed versions in pipeline_state: run the full batch (jobs/full_batch.py) first")
-    r = cfg.retrieval
     v0_items, v0_kps = int(state[ITEMS_STATE]["version"]), int(state[KEYPHRASES_STATE]["version"])
     v1_items, v1_kps = tables.version(spark, cfg, "items"), tables.version(spark, cfg, "keyphrases")
     details = dict(state[ITEMS_STATE])
@@ -193,64 +249,25 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
             tables.delete_keys(spark, cfg, "keyphrase_embeddings", kp_dels)
         index_uri = run_build_index(cfg, spark)["index_uri"]  # the next changed items see the new keyphrases
     lap("embeddings")
-    be_v = models.get_version(cfg, cfg.models.bi_encoder, cfg.models.serving_alias)
-    ce_v = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
-    pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold)
-    stamp = dict(retriever_version=f"{cfg.models.bi_encoder}/{be_v}", ce_version=f"{cfg.models.cross_encoder}/{ce_v}")
+    pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold,
+                                         category_thresholds=details.get("category_thresholds") or {})
 
     with tracking.start_run(cfg, "daily-diff", spark=spark, tables=["items", "keyphrases", "recommendations"],
                             tags={"kind": "daily_diff"}) as run:
-        cols = ["item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score"]
-        # 1. changed items against the whole (new) index
-        fresh = None
-        if n_iu:  # the vectors just written to item_embeddings feed the retriever (no second embedding pass)
-            vecs = tables.read_table(spark, cfg, "item_embeddings").join(item_ups, "item_id") \
-                .select("item_id", F.col("embedding").alias(pipe.stages[0].getOrDefault("outputCol")))
-            found = PipelineModel(stages=pipe.stages[1:]).transform(changed_items.join(vecs, "item_id"))
-            fresh = ranked(found.select(*cols), r.top_n)
-        # 2. new canonical keyphrases against every other item, the other way round
         # the recommendations as the last successful job left them (time travel): a rerun after a crash
         # computes exactly what the crashed run computed, whatever the crashed run already wrote
         current = tables.read_table(spark, cfg, "recommendations", version=int(details["recommendations_version"]))
         touched = item_ups.unionByName(item_dels).distinct()
-        extra = None
-        if counts["keyphrases_upserted"]:
-            canon = tables.read_table(spark, cfg, "keyphrase_map").where("keyphrase_id = canonical_id") \
-                .select("keyphrase_id")
-            new_canon = canon.join(kp_ups, "keyphrase_id")
-            emb = tables.read_table(spark, cfg, "keyphrase_embeddings").join(new_canon, "keyphrase_id") \
-                .join(kps_now.select("keyphrase_id", "text"), "keyphrase_id")
-            if emb.limit(1).count():
-                # the new keyphrases' index goes to this run's artifacts: every executor reaches it there
-                rev = KeyphraseRetriever(indexDir=f"runs:/{run.info.run_id}/new_keyphrase_index",
-                                         shardBy=r.shard_by, numHashShards=r.num_hash_shards, k=r.k,
-                                         fallback="none", idCol="keyphrase_id", indexKind="flat",
-                                         trackingUri=tracking.tracking_uri(cfg)).fit(emb)
-                others = tables.read_table(spark, cfg, "item_embeddings").join(touched, "item_id", "left_anti")
-                rev.set(rev.embeddingCol, "embedding")
-                rev.set(rev.idCol, "item_id")  # the fitted model queries with items
-                cands = rev.transform(others.select("item_id", "category", "embedding"))
-                # only candidates that beat the item's weakest current keyphrase (or fill a short list)
-                floor = current.groupBy("item_id").agg(F.min("retriever_score").alias("_floor"),
-                                                       F.count("*").alias("_n"))
-                cands = cands.join(floor, "item_id", "left").where(
-                    F.col("_floor").isNull() | (F.col("_n") < r.top_n) | (F.col("retriever_score") >= F.col("_floor")))
-                texts = items_now.select("item_id", "title", "category")
-                scored = pipe.stages[2].transform(cands.select("item_id", "keyphrase_id", "keyphrase",
-                                                               "retriever_score").join(texts, "item_id"))
-                kept = pipe.stages[3].transform(scored).select(*cols)
-                affected = kept.select("item_id").distinct()
-                old = current.join(affected, "item_id").join(kp_dels, "keyphrase_id", "left_anti").select(*cols)
-                extra = ranked(old.unionByName(kept).dropDuplicates(["item_id", "keyphrase_id"]), r.top_n)
-        # 3. the desired rows of every affected item, and a MERGE that makes the table match them
-        desired = [d for d in (fresh, extra) if d is not None]
-        want = desired[0] if desired else None
-        for d in desired[1:]:
-            want = want.unionByName(d)
-        want_rows = (want.select(*cols, "rank", F.lit(stamp["retriever_version"]).alias("retriever_version"),
-                                 F.lit(stamp["ce_version"]).alias("ce_version"),
-                                 F.lit(run.info.run_id).alias("run_id"), F.current_timestamp().alias("created_at"))
-                     if want is not None else None)
+        desired = [d for d in (
+            rescore_changed_items(spark, cfg, pipe, changed_items, item_ups) if n_iu else None,
+            new_keyphrases_for_other_items(spark, cfg, pipe, run.info.run_id, kp_ups, kps_now, items_now, current,
+                                           touched, kp_dels) if n_ku else None) if d is not None]
+        want_rows = None
+        if desired:
+            want = desired[0]
+            for d in desired[1:]:
+                want = want.unionByName(d)
+            want_rows = want.select(*RECOMMENDATION_COLS, "rank", *stamp_columns(version_stamp(pipe), run.info.run_id))
         merged = merge_recommendations(spark, cfg, want_rows, touched, kp_dels)
         lap("score_and_merge")
         if fail_after == "merge":

@@ -30,8 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-COLS = ("item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score")
-
 
 def checkpoint_location(cfg: Config) -> str:
     """``streaming.checkpoint``, or ``<lakehouse.root>/_checkpoints/items_stream``."""
@@ -58,8 +56,8 @@ def _process(cfg: Config, spark: "SparkSession", last: "DataFrame", batch_id: in
     from pyspark.sql import functions as F
 
     from kpspark.production import diff
-    from kpspark.registry import models
-    from kpspark.retrieval.workflow import build_recommendation_pipeline
+    from kpspark.retrieval.workflow import RECOMMENDATION_COLS, build_recommendation_pipeline
+    from kpspark.rules import stamp_columns, top_n, version_stamp
 
     ups = last.where(F.col("_change_type") != "delete").select("item_id", "title", "category")
     dels = last.where(F.col("_change_type") == "delete").select("item_id")
@@ -70,15 +68,12 @@ def _process(cfg: Config, spark: "SparkSession", last: "DataFrame", batch_id: in
     if diff.ITEMS_STATE not in state:
         raise diff.StateMissing("no pipeline_state: run the full batch (jobs/full_batch.py) before the stream")
     details = state[diff.ITEMS_STATE]
-    pipe = build_recommendation_pipeline(cfg, details["index_uri"], threshold=float(details["threshold"]))
-    be_v = models.get_version(cfg, cfg.models.bi_encoder, cfg.models.serving_alias)
-    ce_v = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
+    pipe = build_recommendation_pipeline(cfg, details["index_uri"], threshold=float(details["threshold"]),
+                                         category_thresholds=details.get("category_thresholds") or {})
     want = None
     if n_ups:
-        want = diff.ranked(pipe.transform(ups).select(*COLS), cfg.retrieval.top_n).select(
-            *COLS, "rank", F.lit(f"{cfg.models.bi_encoder}/{be_v}").alias("retriever_version"),
-            F.lit(f"{cfg.models.cross_encoder}/{ce_v}").alias("ce_version"), F.lit(run_id).alias("run_id"),
-            F.current_timestamp().alias("created_at"))
+        want = top_n(pipe.transform(ups).select(*RECOMMENDATION_COLS), cfg.retrieval.top_n).select(
+            *RECOMMENDATION_COLS, "rank", *stamp_columns(version_stamp(pipe), run_id))
     touched = ups.select("item_id").unionByName(dels)
     merged = diff.merge_recommendations(spark, cfg, want, touched, txn=(cfg.streaming.query_name, batch_id))
     out = {"batch_id": batch_id, "items_upserted": n_ups, "items_deleted": n_dels, **merged,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pandas as pd
 
 from kpspark.config import Config
-from kpspark.retrieval.normalize import NormalizeOptions
+from kpspark.rules import NormalizeOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -27,11 +27,11 @@ def with_keys(df: "DataFrame", text_col: str = "text", opts: NormalizeOptions | 
     o = asdict(opts or NormalizeOptions())
 
     def keys(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        from kpspark.retrieval.normalize import NormalizeOptions, normalize_keyphrase
+        from kpspark.rules import NormalizeOptions, group_key
 
         options = NormalizeOptions(**o)
         for s in batches:
-            yield s.map(lambda t: normalize_keyphrase(t, options))
+            yield s.map(lambda t: group_key(t, options))
 
     return df.withColumn(out_col, pandas_udf(keys, "string")(F.col(text_col)))  # type: ignore[call-overload]
 

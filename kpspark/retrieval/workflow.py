@@ -3,9 +3,10 @@ keyphrases' embeddings (the executors upload its shards to an MLflow run and dow
 ``embed -> retrieve -> score -> filter`` pipeline over the items into ``recommendations``."""
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from kpspark.config import Config
 
@@ -14,13 +15,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
+#: What the recommendation pipeline's rows carry into ``recommendations`` (before rank and stamp).
+RECOMMENDATION_COLS = ("item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score")
 
 
 def build_recommendation_pipeline(cfg: Config, index_uri: str, be_uri: str | None = None,
-                                  ce_uri: str | None = None, threshold: float | None = None) -> "PipelineModel":
+                                  ce_uri: str | None = None, threshold: float | None = None,
+                                  category_thresholds: Mapping[str, float] | None = None) -> "PipelineModel":
     """A ``PipelineModel`` (TextEmbedder -> KeyphraseRetrieverModel -> OnnxCrossEncoderModel ->
-    RelevanceFilter) over an items DataFrame (``item_id, title, category``). Model URIs default to
-    the serving alias of the configured names, pinned to their current versions."""
+    ThresholdModel) over an items DataFrame (``item_id, title, category``). Model URIs default to
+    the serving alias of the configured names, pinned to their current versions. The filter keeps a row whose
+    CE score reaches its category's threshold (``category_thresholds``) or, for other categories, ``threshold``
+    (default ``retrieval.threshold``)."""
     from pyspark.ml import PipelineModel
 
     from kpspark.biencoder.embedder import TextEmbedder
@@ -28,7 +34,7 @@ def build_recommendation_pipeline(cfg: Config, index_uri: str, be_uri: str | Non
     from kpspark.registry import models, tracking
     from kpspark.registry.models import pin_alias
     from kpspark.registry.verify import verify_export
-    from kpspark.retrieval.filter import RelevanceFilter
+    from kpspark.evaluation.calibration import ThresholdModel
     from kpspark.retrieval.retriever import KeyphraseRetrieverModel
 
     r = cfg.retrieval
@@ -48,20 +54,23 @@ def build_recommendation_pipeline(cfg: Config, index_uri: str, be_uri: str | Non
         OnnxCrossEncoderModel(keyphraseCol="keyphrase", categoryCol="category", titleCol="title",
                               outputCol="ce_score", modelUri=ce_uri, precision=cfg.cross_encoder.precision,
                               batchSize=cfg.batch.cross_encoder, trackingUri=tracking_uri),
-        RelevanceFilter(inputCol="ce_score", threshold=r.threshold if threshold is None else threshold),
+        ThresholdModel(scoreCol="ce_score", categoryCol="category", filterRows=True,
+                       threshold=r.threshold if threshold is None else threshold,
+                       categoryThresholds=json.dumps(dict(category_thresholds or {}), sort_keys=True)),
     ]
     return PipelineModel(stages=stages)
 
 
 def index_input(spark: "SparkSession", cfg: Config) -> "DataFrame":
-    """Canonical keyphrases (one per de-duplication group) with text, category and embedding."""
+    """Canonical keyphrases (one per de-duplication group) with text (``keyphrase``), category and embedding."""
     from pyspark.sql import functions as F
 
     from kpspark.data import tables
+    from kpspark.rules import keyphrase_texts
 
     canon = tables.read_table(spark, cfg, "keyphrase_map").where(F.col("keyphrase_id") == F.col("canonical_id")) \
         .select("keyphrase_id")
-    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", "text")
+    kps = keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))
     emb = tables.read_table(spark, cfg, "keyphrase_embeddings").select("keyphrase_id", "category", "embedding")
     return canon.join(kps, "keyphrase_id").join(emb, "keyphrase_id")
 
@@ -74,8 +83,9 @@ def run_build_index(cfg: Config, spark: "SparkSession", index_dir: str | None = 
 
     from kpspark.registry import tracking
     from kpspark.retrieval.dedupe import run_dedupe
-    from kpspark.retrieval.normalize import NormalizeOptions
+    from kpspark.rules import NormalizeOptions
     from kpspark.retrieval.retriever import KeyphraseRetriever
+    from kpspark.rules import KEYPHRASE
 
     r = cfg.retrieval
     dedupe = run_dedupe(cfg, spark, NormalizeOptions(plural=r.plural, word_order=r.word_order))
@@ -85,7 +95,8 @@ def run_build_index(cfg: Config, spark: "SparkSession", index_dir: str | None = 
                             tags={"kind": "keyphrase_index"}) as run:
         location = index_dir or f"runs:/{run.info.run_id}/index"
         retriever = KeyphraseRetriever(indexDir=location, shardBy=r.shard_by, numHashShards=r.num_hash_shards,
-                                       k=r.k, fallback=r.fallback, idCol="keyphrase_id", indexKind=r.index_kind,
+                                       k=r.k, fallback=r.fallback, idCol="keyphrase_id", textCol=KEYPHRASE,
+                                       indexKind=r.index_kind,
                                        exactMax=r.exact_max, efSearch=r.ef_search, nprobe=r.nprobe,
                                        trackingUri=uri)
         t0 = time.time()
@@ -102,73 +113,80 @@ def run_build_index(cfg: Config, spark: "SparkSession", index_dir: str | None = 
 
 
 def run_calibrate(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
-    """The CE score threshold that keeps ``retrieval.click_retention`` of the clicked pairs (their
-    scores from ``pair_scores`` by the serving cross-encoder); logged to MLflow. Falls back to
-    ``retrieval.threshold`` when no clicked pair has a score."""
+    """The CE score thresholds that keep ``retrieval.click_retention`` of the click positives (their scores
+    from ``pair_scores`` by the serving cross-encoder): one global and, with ``retrieval.per_category``, one
+    per category that has ``retrieval.min_category_positives`` positives; logged to MLflow. Falls back to
+    ``retrieval.threshold`` when no click positive has a score."""
     import mlflow
     from pyspark.sql import functions as F
 
     from kpspark.data import tables
     from kpspark.evaluation.calibration import ThresholdCalibrator
     from kpspark.registry import models, tracking
+    from kpspark.rules import click_positives
+    from kpspark.sparkutil import freeze
 
     r = cfg.retrieval
     version = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
-    clicks = tables.read_table(spark, cfg, "clicks").where(F.col("clicks") > 0).groupBy("item_id", "keyphrase_id") \
-        .agg(F.sum("clicks").alias("clicks"))
+    clicks = click_positives(tables.read_table(spark, cfg, "clicks"), cfg.click_positive)
     scores = tables.read_table(spark, cfg, "pair_scores").where(
         (F.col("model_name") == cfg.models.cross_encoder) & (F.col("model_version") == str(version)))
-    pos = clicks.join(scores, ["item_id", "keyphrase_id"]).select(F.col("score").alias("ce_score"), "clicks")
+    items = tables.read_table(spark, cfg, "items").select("item_id", "category")
+    pos = freeze(clicks.join(scores, ["item_id", "keyphrase_id"]).join(items, "item_id")
+                 .select(F.col("score").alias("ce_score"), "clicks", "category"))
     n = pos.count()
     if n == 0:
-        logger.warning("no clicked pair has a CE score: using retrieval.threshold=%s", r.threshold)
-        return {"threshold": r.threshold, "positives": 0, "calibrated": False}
+        logger.warning("no click positive has a CE score: using retrieval.threshold=%s", r.threshold)
+        return {"threshold": r.threshold, "category_thresholds": {}, "positives": 0, "calibrated": False}
     # "95% of clicks" (click-weighted, as the evaluation report counts them) or of clicked pairs
     weight = "clicks" if cfg.evaluation.weighting == "clicks" else ""
-    model = ThresholdCalibrator(scoreCol="ce_score", targetRetention=r.click_retention, weightCol=weight).fit(pos)
+    model = ThresholdCalibrator(scoreCol="ce_score", targetRetention=r.click_retention, weightCol=weight,
+                                categoryCol="category" if r.per_category else "",
+                                minPositives=r.min_category_positives).fit(pos)
+    per = model.thresholds()
     with tracking.start_run(cfg, "calibrate-threshold", spark=spark, tables=["clicks", "pair_scores"],
                             tags={"kind": "calibration"}) as run:
-        mlflow.log_params({"click_retention": r.click_retention, "ce_version": version})
-        mlflow.log_metrics({"threshold": model.getThreshold(), "click_positives": n})
-    return {"threshold": model.getThreshold(), "positives": n, "calibrated": True, "run_id": run.info.run_id}
+        mlflow.log_params({"click_retention": r.click_retention, "ce_version": version,
+                           "per_category": r.per_category})
+        mlflow.log_metrics({"threshold": model.getThreshold(), "click_positives": n, "category_thresholds": len(per)})
+        mlflow.log_dict(per, "category_thresholds.json")
+    return {"threshold": model.getThreshold(), "category_thresholds": per, "positives": n, "calibrated": True,
+            "run_id": run.info.run_id}
 
 
 def run_recommend(cfg: Config, spark: "SparkSession", items: "DataFrame | None" = None,
                   index_uri: str | None = None, threshold: float | None = None,
-                  show: int = 0) -> dict[str, Any]:
+                  category_thresholds: Mapping[str, float] | None = None, show: int = 0) -> dict[str, Any]:
     """Full batch: build the index (unless ``index_uri`` is given), run the pipeline over ``items``
-    (default: the whole ``items`` table), keep the ``top_n`` per item by CE score and atomically
-    overwrite ``recommendations``. ``show`` prints that many items with their keyphrases."""
+    (default: the whole ``items`` table), keep the ``top_n`` per item (:func:`kpspark.rules.top_n`) and
+    atomically overwrite ``recommendations``. The filter's thresholds are calibrated here unless
+    ``threshold`` is given (or ``retrieval.calibrate`` is off). ``show`` prints that many items with their
+    keyphrases."""
     import mlflow
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
 
     from kpspark.data import tables
-    from kpspark.registry import models, tracking
+    from kpspark.registry import tracking
+    from kpspark.rules import stamp_columns, top_n, version_stamp
 
     built = None
     calibration = None
     if threshold is None and cfg.retrieval.calibrate:
         calibration = run_calibrate(cfg, spark)
-        threshold = calibration["threshold"]
+        threshold, category_thresholds = calibration["threshold"], calibration["category_thresholds"]
+    if threshold is None:
+        threshold = cfg.retrieval.threshold
     if index_uri is None:
         built = run_build_index(cfg, spark)
         index_uri = built["index_uri"]
-    pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold)
-    be_v = models.get_version(cfg, cfg.models.bi_encoder, cfg.models.serving_alias)
-    ce_v = models.get_version(cfg, cfg.models.cross_encoder, cfg.models.serving_alias)
+    pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold, category_thresholds=category_thresholds)
     src = items if items is not None else tables.read_table(spark, cfg, "items")
     src = src.select("item_id", "title", "category")
     t0 = time.time()
     with tracking.start_run(cfg, "recommend", spark=spark, tables=["items", "keyphrases"],
                             tags={"kind": "recommend"}) as run:
-        scored = pipe.transform(src)
-        w = Window.partitionBy("item_id").orderBy(F.desc("ce_score"), F.asc("retriever_rank"))
-        recs = (scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= cfg.retrieval.top_n)
-                .select("item_id", "keyphrase_id", "keyphrase", "retriever_score", "ce_score", "rank",
-                        F.lit(f"{cfg.models.bi_encoder}/{be_v}").alias("retriever_version"),
-                        F.lit(f"{cfg.models.cross_encoder}/{ce_v}").alias("ce_version"),
-                        F.lit(run.info.run_id).alias("run_id"), F.current_timestamp().alias("created_at")))
+        scored = pipe.transform(src).select(*RECOMMENDATION_COLS)
+        recs = top_n(scored, cfg.retrieval.top_n).select(*RECOMMENDATION_COLS, "rank",
+                                                          *stamp_columns(version_stamp(pipe), run.info.run_id))
         rep = tables.write_table(spark, cfg, "recommendations", recs, mode="overwrite")
         out = tables.read_table(spark, cfg, "recommendations")
         n_items = src.count()
@@ -176,8 +194,8 @@ def run_recommend(cfg: Config, spark: "SparkSession", items: "DataFrame | None" 
         figures = {"items_in": n_items, "items_with_recommendations": with_recs,
                    "recommendations": rep.rows_written, "seconds": round(time.time() - t0, 1)}
         mlflow.log_metrics({f"recommend_{k}": float(v) for k, v in figures.items()})
-    result = {"run_id": run.info.run_id, "index_uri": index_uri, "report": str(rep),
-              "threshold": cfg.retrieval.threshold if threshold is None else threshold, **figures}
+    result = {"run_id": run.info.run_id, "index_uri": index_uri, "report": str(rep), "threshold": threshold,
+              "category_thresholds": dict(category_thresholds or {}), **figures}
     if calibration:
         result["calibration"] = calibration
     if built:

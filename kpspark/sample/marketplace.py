@@ -20,13 +20,13 @@ What it models:
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
+from kpspark.rules import normalize_text
 from kpspark.sample.catalog import CATALOG, MODEL_TEMPLATES, NOISE_WORDS, TEMPLATES
 
 #: size name -> (items, candidate pairs per item, model lines per (brand, product type))
@@ -78,12 +78,6 @@ def _rng(seed: int, *parts: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def normalize(text: str) -> str:
-    """Lower case, collapse whitespace, drop punctuation except ``.``/``-`` inside tokens."""
-    text = re.sub(r"[^\w\s.\-]", " ", text.lower())
-    return " ".join(text.split())
-
-
 def _model_name(category: str, brand: str, ptype: str, j: int) -> str:
     h = int(hashlib.md5(f"{category}|{brand}|{ptype}".encode()).hexdigest(), 16)
     a, b = _SYLLABLES[h % 16], _SYLLABLES[(h >> 4) % 16]
@@ -108,7 +102,7 @@ def keyphrase_universe(models: int, seed: int = 42) -> pd.DataFrame:
     seen: set[tuple[str, str]] = set()
 
     def add(cat: str, text: str, attrs: dict[str, str | None], typo: bool = False) -> None:
-        norm = normalize(text)
+        norm = normalize_text(text)
         if (cat, norm) in seen:
             return
         seen.add((cat, norm))
@@ -136,7 +130,7 @@ def keyphrase_universe(models: int, seed: int = 42) -> pd.DataFrame:
     pick = rng.random(len(df)) < 0.03
     typos = df[pick].copy()
     typos["text"] = [_typo(t, rng) for t in typos["text"]]
-    typos["normalized"] = typos["text"].map(normalize)
+    typos["normalized"] = typos["text"].map(normalize_text)
     typos["typo"] = True
     df = pd.concat([df, typos], ignore_index=True).drop_duplicates(["category", "normalized"])
     df["n_constraints"] = df[list(_ATTRS)].notna().sum(axis=1)
@@ -232,7 +226,7 @@ def pairs_chunk(seed: int, size: SampleSize, start: int, stop: int) -> pd.DataFr
             else:
                 chosen += list(rng.choice(irr_ids, min(rest, len(irr_ids)), replace=False))
         cand = kp.loc[sorted(set(chosen))]
-        title_norm = normalize(item["title"])
+        title_norm = normalize_text(item["title"])
         relevant = _relevant(item, cand).astype("int32")
         cover = np.array([_coverage(k, title_norm) for k in cand["normalized"]])
         # the search engine: token overlap + some semantics, noisy

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kpspark.config import ClickPositiveConfig
 from kpspark.crossencoder import recipes
 from kpspark.crossencoder.export import ParityError, check_parity
 from kpspark.crossencoder.scorer import OnnxCrossEncoderModel, load_scorer
@@ -134,7 +135,7 @@ def test_recipes_mix_sources_and_clicks_win(spark, trained):
         df = recipes.recipe_pairs(spark, cfg, r).toPandas()
         assert not df.duplicated(["item_id", "keyphrase_id"]).any(), r
         assert set(df["label"]) == {0, 1}, r
-    cs = recipes.recipe_pairs(spark, cfg, "click_search", clicks=recipes.ClickFilter(1, 1, 0.0)).toPandas()
+    cs = recipes.recipe_pairs(spark, cfg, "click_search", clicks=ClickPositiveConfig(1, 1, 0.0)).toPandas()
     assert set(cs["source"]) == {"click", "search"}
     assert (cs.loc[cs.source == "click", "label"] == 1).all() and (cs.loc[cs.source == "search", "label"] == 0).all()
     with pytest.raises(ValueError, match="recipe must be one of"):
@@ -145,7 +146,7 @@ def test_filtering_on_the_score_runs_the_model_once_and_keeps_what_it_outputs(sp
     """Regression (CI of session 2): a deterministic UDF was copied into the pushed-down filter, so every row
     was scored twice in different batches, and int8 scores (batch-dependent) in the output fell below the
     threshold the filter had applied."""
-    from kpspark.retrieval.filter import RelevanceFilter
+    from kpspark.evaluation.calibration import ThresholdModel
 
     cfg, res, _ = trained
     items = tables.read_table(spark, cfg, "items").select("title", "category").limit(30)
@@ -153,7 +154,7 @@ def test_filtering_on_the_score_runs_the_model_once_and_keeps_what_it_outputs(sp
     scored = OnnxCrossEncoderModel(modelUri=f"models:/{res['model']}@challenger", precision="int8",
                                    batchSize=7).transform(pairs)
     threshold = float(np.median(scored.select("score").toPandas()["score"].dropna()))
-    kept = RelevanceFilter(inputCol="score", threshold=threshold).transform(scored)
+    kept = ThresholdModel(scoreCol="score", threshold=threshold, filterRows=True).transform(scored)
     plan = kept._jdf.queryExecution().executedPlan().toString()
     assert plan.count("ArrowEvalPython") == 1, plan
     got = kept.toPandas()

@@ -12,9 +12,9 @@ from kpspark.data import tables
 from kpspark.errors import KPSparkError, SchemaError
 from kpspark.evaluation.retrieval import exact_topk
 from kpspark.retrieval.dedupe import canonical_map, run_dedupe
-from kpspark.retrieval.filter import RelevanceFilter
+from kpspark.evaluation.calibration import ThresholdModel
 from kpspark.retrieval.index import IndexParams, build_index, read_manifest
-from kpspark.retrieval.normalize import NormalizeOptions, normalize_keyphrase
+from kpspark.rules import NormalizeOptions, group_key as normalize_keyphrase
 from kpspark.retrieval.retriever import KeyphraseRetriever, KeyphraseRetrieverModel
 
 faiss = pytest.importorskip("faiss")
@@ -133,7 +133,7 @@ def test_hash_shards_search_everything(spark, tmp_path, indexed):
 
 def test_retriever_and_filter_save_load_in_a_pipeline(spark, tmp_path, indexed):
     model, emb, _, _ = indexed
-    pipe = PipelineModel(stages=[model, RelevanceFilter(inputCol="retriever_score", threshold=0.5)])
+    pipe = PipelineModel(stages=[model, ThresholdModel(scoreCol="retriever_score", threshold=0.5, filterRows=True)])
     pipe.write().overwrite().save(str(tmp_path / "pipe"))
     back = PipelineModel.load(str(tmp_path / "pipe"))
     items = spark.createDataFrame([(1, "phones", emb[0].tolist())], "item_id long, category string, "
@@ -147,9 +147,9 @@ def test_retriever_and_filter_save_load_in_a_pipeline(spark, tmp_path, indexed):
 def test_relevance_filter_and_bad_input(spark, tmp_path, indexed):
     model, _, _, _ = indexed
     df = spark.createDataFrame([(1, 0.9), (2, 0.2), (3, None)], "id long, ce_score double")
-    assert [r.id for r in RelevanceFilter(threshold=0.5).transform(df).collect()] == [1]
+    assert [r.id for r in ThresholdModel(threshold=0.5, filterRows=True).transform(df).collect()] == [1]
     with pytest.raises(SchemaError, match="score column"):
-        RelevanceFilter(inputCol="nope").transform(df)
+        ThresholdModel(scoreCol="nope").transform(df)
     with pytest.raises(SchemaError, match="embedding"):
         model.transform(spark.createDataFrame([(1,)], "item_id long"))
     with pytest.raises(KPSparkError, match="not a keyphrase index"):
