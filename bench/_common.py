@@ -17,7 +17,7 @@ def bench_cfg(work: Path, cores: int, extra: Iterable[str] = ()) -> Any:
     """The local config of one benchmark run: lakehouse and MLflow store under ``work``, ``local[cores]``."""
     from kpspark.config import load_config
 
-    return load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+    return load_config(REPO / "conf" / "local.yaml", overrides=[
         f"lakehouse.root={work / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
         f"mlflow.artifact_root={work / 'art'}", f"spark.master=local[{cores}]",
         f"spark.conf.spark.sql.shuffle.partitions={cores * 2}", "spark.conf.spark.driver.memory=6g",

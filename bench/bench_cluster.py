@@ -50,7 +50,7 @@ def _judge_stage(events: Path) -> dict:
 
 def run(workers: int, lake_src: Path, pairs: int) -> dict:
     from kpspark.config import load_config
-    from kpspark.labeling.local_server import free_port, llama_server
+    from tests.tools.local_server import free_port, llama_server
     from kpspark.package import build_zip
     from tests.clusterutil import REPO, Cluster, submit
 
@@ -64,7 +64,7 @@ def run(workers: int, lake_src: Path, pairs: int) -> dict:
         shutil.copytree(lake_src, lake)
         events = c.shared / "events"
         events.mkdir()
-        cfg = load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+        cfg = load_config(REPO / "conf" / "local.yaml", overrides=[
             f"lakehouse.root={lake}", f"mlflow.tracking_uri={c.tracking_uri}", "mlflow.artifact_root="])
         opts = json.dumps({"base_url": "http://127.0.0.1:${KPSPARK_LLM_PORT}/v1", "concurrency": 1, "timeout": 60})
         t0 = time.time()
@@ -96,7 +96,7 @@ def main() -> None:
         sys.exit("needs `unshare --mount` (root on Linux)")
     work = Path(tempfile.mkdtemp(prefix="kpspark-bench-cluster-", dir="/var/tmp"))
     try:
-        cfg = load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+        cfg = load_config(REPO / "conf" / "local.yaml", overrides=[
             f"lakehouse.root={work / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
             "sample.size=small", "spark.master=local[2]", f"spark.jars_dir={REPO / '.cache' / 'jars'}",
             "spark.checkpoint_dir=none"])

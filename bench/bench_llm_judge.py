@@ -88,7 +88,7 @@ def raw_server_max(base, ps, levels=(1, 2, 4)):
 def bench_openai(pairs, threads):
     from kpspark.labeling.backends import load_backend
     from kpspark.labeling.injection import flip_rate
-    from kpspark.labeling.local_server import llama_server
+    from tests.tools.local_server import llama_server
     from kpspark.labeling.prompts import load_template
 
     ps = prompts(pairs)
@@ -121,7 +121,7 @@ def main() -> int:
                                                    "python": sys.version.split()[0]},
               "pairs": len(pairs), "backends": {}}
     result["backends"]["transformers"] = bench_transformers(pairs, cores)
-    from kpspark.labeling.local_server import available
+    from tests.tools.local_server import available
 
     if available():
         result["backends"]["openai"] = bench_openai(pairs, cores)

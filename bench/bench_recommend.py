@@ -4,7 +4,7 @@ Reuses the embeddings ``bench/bench_retrieval.py`` cached (MiniLM-L6 int8, dim 1
 cross-encoder ``bench/bench_cross_encoder.py`` registered. For each corpus size (a prefix of the
 sample generator's keyphrases): fit :class:`KeyphraseRetriever` (one faiss shard per category, kind
 chosen by shard size), then time ``KeyphraseRetrieverModel -> OnnxCrossEncoderModel (int8) ->
-RelevanceFilter`` over the same items (their embeddings precomputed) in ``local[N]``, counting
+ThresholdModel`` (the filter) over the same items (their embeddings precomputed) in ``local[N]``, counting
 the kept rows. Writes ``bench/results/recommend.json``.
 Run: ``.venv/bin/python bench/bench_recommend.py``.
 """
@@ -36,7 +36,7 @@ def main() -> int:
     from kpspark.biencoder.onnx_embedder import truncate_normalize
     from kpspark.config import load_config
     from kpspark.crossencoder.scorer import OnnxCrossEncoderModel, find_export_dir
-    from kpspark.retrieval.filter import RelevanceFilter
+    from kpspark.evaluation.calibration import ThresholdModel
     from kpspark.retrieval.retriever import KeyphraseRetriever
     from kpspark.session import get_spark
 
@@ -63,7 +63,7 @@ def main() -> int:
     x = truncate_normalize(np.load(kp_npy), args.dim)
     ce_export = find_export_dir(REPO / ".cache" / "bench-ce" / "art")
     cores = os.cpu_count() or 2
-    cfg = load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+    cfg = load_config(REPO / "conf" / "local.yaml", overrides=[
         f"spark.master=local[{cores}]", f"spark.conf.spark.sql.shuffle.partitions={cores * 2}",
         "spark.conf.spark.driver.memory=8g", f"spark.jars_dir={REPO / '.cache' / 'jars'}"])
     spark = get_spark(cfg)
@@ -83,7 +83,7 @@ def main() -> int:
         kinds = sorted({s["kind"] for s in model.manifest()["shards"]})
         pipe = [model, OnnxCrossEncoderModel(keyphraseCol="keyphrase", outputCol="ce_score",
                                              modelUri=str(ce_export), precision="int8"),
-                RelevanceFilter(inputCol="ce_score", threshold=args.threshold)]
+                ThresholdModel(scoreCol="ce_score", threshold=args.threshold, filterRows=True)]
 
         def run(df):
             for stage in pipe:
@@ -103,7 +103,7 @@ def main() -> int:
     spark.stop()
     result = {"benchmark": "retrieve_score_filter", "machine": {"cores": cores, **machine_info()},
         "pipeline": "items (precomputed dim-128 embeddings) -> KeyphraseRetrieverModel (per-category faiss) -> "
-                    "OnnxCrossEncoderModel int8 -> RelevanceFilter -> count", "k": args.k,
+                    "OnnxCrossEncoderModel int8 -> ThresholdModel (filter) -> count", "k": args.k,
         "threshold": args.threshold, "runs": runs}
     write_result(args.out, result)
     return 0

@@ -1,8 +1,13 @@
 """Command line: ``kpspark <command>`` and the shared entry of the spark-submit jobs.
 
 Commands: ``demo``, ``generate-sample``, ``baseline``, ``label-pairs``, ``train-cross-encoder``, ...,
-``calibrate-evaluate``, ``promote [--force]``, ``rollback``, ``jars``.
-Every command takes ``--conf FILE`` (repeatable) and ``--set key=value`` (repeatable).
+``calibrate-evaluate``, ``promote [--force]``, ``rollback``, ``jars``, ``submit``.
+Every workflow command takes ``--conf FILE`` (repeatable) and ``--set key=value`` (repeatable).
+
+``kpspark submit [spark-submit options] jobs/<job>.py [job args]`` is ``spark-submit`` from this environment's
+pyspark, with the Delta jars on ``--jars``, this interpreter as the Python of the driver and (unless
+``spark.pyspark.python`` says otherwise) the executors, and Spark's log at WARN: it works without activating the
+virtual environment.
 """
 from __future__ import annotations
 
@@ -62,14 +67,54 @@ _WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "bas
               "daily-diff": "run_daily_diff", "streaming": "run_streaming"}
 
 
+def submit_command(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``spark-submit`` command line and environment that ``kpspark submit argv`` runs."""
+    import os
+    from importlib import resources
+    from pathlib import Path
+
+    import pyspark
+
+    from kpspark.jars import jar_paths
+
+    home = Path(pyspark.__file__).resolve().parent
+    out = dict(os.environ if env is None else env)
+    out["SPARK_HOME"] = str(home)  # spark-submit would run find_spark_home.py under the system python3
+    out.setdefault("PYSPARK_PYTHON", sys.executable)
+    out.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    args = list(argv)
+    cmd = [str(home / "bin" / "spark-submit")]
+    if "--jars" not in args:
+        given = [a.split("=", 1)[1] for a in args if a.startswith("spark.jars_dir=")]  # the job's --set
+        jars = jar_paths(configured=given[-1] if given else out.get("KPSPARK_JARS_DIR"))
+        cmd += ["--jars", ",".join(jars)]
+    if "--driver-java-options" not in args and not any("log4j" in a for a in args):
+        log4j = resources.files("kpspark") / "resources" / "log4j2-warn.properties"
+        cmd += ["--driver-java-options", f"-Dlog4j2.configurationFile=file:{log4j}"]
+    return cmd + args, out
+
+
+def _submit(argv: Sequence[str]) -> int:
+    import subprocess
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: kpspark submit [spark-submit options] jobs/<job>.py [--conf F] [--set k=v] ...")
+        return 0
+    cmd, env = submit_command(argv)
+    return subprocess.call(cmd, env=env)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kpspark`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = f"usage: kpspark {{{','.join([*_WORKFLOWS, 'promote', 'rollback', 'jars'])}}} [--conf F] [--set k=v] ..."
+    usage = (f"usage: kpspark {{{','.join([*_WORKFLOWS, 'promote', 'rollback', 'jars', 'submit'])}}} "
+             "[--conf F] [--set k=v] ...")
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__ + "\n" + usage)
         return 0
     cmd, rest = argv[0], argv[1:]
+    if cmd == "submit":
+        return _submit(rest)
     if cmd == "jars":
         from kpspark.jars import main as jars_main
 

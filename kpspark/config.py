@@ -1,21 +1,24 @@
-"""Configuration: YAML files merged in order, ``--set key=value`` overrides, frozen dataclasses.
+"""Configuration: frozen dataclasses whose defaults are the defaults, YAML files merged on top in order,
+``--set key=value`` overrides; validated by pydantic (typed, unknown keys refused).
 
-No Spark here. ``load_config("conf/base.yaml", "conf/local.yaml", overrides=["sample.size=small"])``
-returns a :class:`Config`; every job takes ``--conf`` (repeatable) and ``--set`` through
-:func:`parse_job_args`.
+No Spark here. ``load_config("conf/local.yaml", overrides=["sample.size=small"])`` returns a
+:class:`Config`; every job takes ``--conf`` (repeatable) and ``--set`` through :func:`parse_job_args`.
+``docs/config.md`` is rendered from this file (``python docs/render.py``).
 
 Examples
 --------
->>> cfg = load_config(overrides=["sample.seed=7", "spark.master=local[1]"])
->>> cfg.sample.seed, cfg.spark.master
-(7, 'local[1]')
+>>> cfg = load_config(overrides=["sample.seed=7", "spark.master=local[1]", "cross_encoder.lr=5e-5"])
+>>> cfg.sample.seed, cfg.spark.master, cfg.cross_encoder.lr
+(7, 'local[1]', 5e-05)
 """
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import copy
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,14 +27,6 @@ import yaml
 
 from kpspark.errors import ConfigError
 
-#: The folder holding base.yaml/local.yaml/cluster.yaml (the repository's ``conf/``), if present.
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-# Logical table names; every table has a row in ``lakehouse.tables``.
-TABLE_NAMES = (
-    "items", "keyphrases", "clicks", "search_relevance", "human_labels", "ground_truth", "pairs",
-    "llm_labels", "pair_scores", "recommendations", "quarantine",
-)
 
 
 @dataclass(frozen=True)
@@ -46,7 +41,9 @@ class SparkConfig:
     # where frames computed once and read several times are kept (reliable checkpoints: they survive a
     # lost executor); "" = ``<lakehouse root>/_checkpoints/spark``, "none" = keep them cached instead
     checkpoint_dir: str = ""
-    conf: Mapping[str, str] = field(default_factory=dict)
+    conf: Mapping[str, str] = field(default_factory=lambda: {
+        "spark.sql.shuffle.partitions": "8", "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.session.timeZone": "UTC"})
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,8 @@ class LakehouseConfig:
 
     root: str = "lakehouse"
     schema: str = ""  # when set, tables are ``<schema>.<table>`` in the metastore instead of paths
-    tables: Mapping[str, str] = field(default_factory=dict)  # logical name -> folder or table name
+    # logical name (kpspark.data.schemas) -> folder or table name; a table not listed uses its logical name
+    tables: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,32 +127,37 @@ class LlmConfig:
 
 
 @dataclass(frozen=True)
-class CrossEncoderConfig:
+class CrossEncoderTraining:
+    """Hyperparameters of one cross-encoder training run; ``CrossEncoderEstimator``'s Params are declared from
+    these (:mod:`kpspark.params`)."""
+
+    init: str = "bert-tiny"  # bert-tiny (the paper's shape, from scratch) | minilm2 (first 2 layers of MiniLM)
+    max_length: int = 64
+    epochs: float = 8.0  # TJ: 8 epochs
+    lr: float = 1e-3  # bert-tiny from scratch; ~1e-4 for minilm2
+    batch_size: int = 64
+    eval_steps: int = 100
+    patience: int = 3  # early stopping: evaluations without a better validation loss
+    soft_labels: bool = False  # train on P(yes) instead of 0/1
+
+
+@dataclass(frozen=True)
+class CrossEncoderConfig(CrossEncoderTraining):
     """Training/export of the cross-encoder assistant (``jobs/train_cross_encoder.py``)."""
 
     recipe: str = "click_llm"  # search | click_search | click_llm | click_llm_neg | llm | human
-    init: str = "bert-tiny"  # bert-tiny (the paper's shape, from scratch) | minilm2 (first 2 layers of MiniLM)
-    max_length: int = 64
-    epochs: float = 8.0
-    lr: float = 1e-3
-    batch_size: int = 64
-    eval_steps: int = 100
-    patience: int = 3
-    soft_labels: bool = False
     max_train_pairs: int = 200_000
     precision: str = "int8"  # int8 | fp32, for scoring
     judge_model: str = ""  # restrict LLM labels to one judge ('' = any)
 
 
 @dataclass(frozen=True)
-class BiEncoderConfig:
-    """Training/export/serving of the bi-encoder student (``jobs/train_bi_encoder.py``, ``jobs/embed.py``)."""
+class BiEncoderTraining:
+    """Hyperparameters of one bi-encoder training run; ``BiEncoderEstimator``'s Params are declared from these
+    (the tasks and their weights come from the recipe and ``bi_encoder.weights``)."""
 
-    recipe: str = "click_search_distill"  # click | click_search | click_search_distill
     init: str = "minilm6"  # minilm6 (all-MiniLM-L6-v2, the student) | minilm2 (its first 2 layers; fast)
-    weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "search": 1.0, "distill": 1.0})
-    dims: tuple[int, ...] = (384, 256, 128, 64)
-    dim: int = 128  # Matryoshka dim served (embeddings tables, retrieval)
+    dims: tuple[int, ...] = (384, 256, 128, 64)  # Matryoshka dims trained (each task loss summed over them)
     max_length: int = 64
     epochs: float = 1.0
     lr: float = 5e-5
@@ -162,6 +165,15 @@ class BiEncoderConfig:
     sampler: str = "round_robin"  # round_robin | proportional
     eval_steps: int = 50
     patience: int = 3
+
+
+@dataclass(frozen=True)
+class BiEncoderConfig(BiEncoderTraining):
+    """Training/export/serving of the bi-encoder student (``jobs/train_bi_encoder.py``, ``jobs/embed.py``)."""
+
+    recipe: str = "click_search_distill"  # click | click_search | click_search_distill
+    weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "search": 1.0, "distill": 1.0})
+    dim: int = 128  # Matryoshka dim served (embeddings tables, retrieval)
     max_pairs_per_task: int = 20_000
     precision: str = "int8"  # int8 | fp32, for embedding
     recall_k: tuple[int, ...] = (10, 50, 100)
@@ -277,11 +289,14 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def _field_type(cls: type, name: str) -> Any:
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f.type if isinstance(f.type, type) else _SECTION_TYPES.get(str(f.type), str(f.type))
-    return None
+def _mapping_field(cls: Any, name: str) -> bool:
+    hint = typing.get_type_hints(cls).get(name)
+    return typing.get_origin(hint) in (Mapping, collections.abc.Mapping, dict)
+
+
+def _section(cls: Any, name: str) -> Any:
+    hint = typing.get_type_hints(cls).get(name) if dataclasses.is_dataclass(cls) else None
+    return hint if dataclasses.is_dataclass(hint) else None
 
 
 def _apply_override(tree: dict[str, Any], item: str) -> None:
@@ -295,11 +310,10 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
     # --set spark.conf.spark.sql.shuffle.partitions=2
     cls: Any = Config
     for i, p in enumerate(parts[:-1]):
-        ftype = _field_type(cls, p) if dataclasses.is_dataclass(cls) else None
-        if isinstance(ftype, str) and ftype.startswith("Mapping"):
+        if cls is not None and _mapping_field(cls, p):
             parts = parts[: i + 1] + [".".join(parts[i + 1:])]
             break
-        cls = ftype
+        cls = _section(cls, p)
     value = yaml.safe_load(raw) if raw.strip() else ""
     node = tree
     for p in parts[:-1]:
@@ -310,78 +324,55 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {sorted(unknown)} in {where or 'top level'}; "
-                          f"known: {sorted(fields)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        f = fields[name]
-        ftype = f.type if isinstance(f.type, type) else _SECTION_TYPES.get(str(f.type))
-        path = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(ftype):
-            kwargs[name] = _build(ftype, value or {}, path)
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else None
-            kwargs[name] = _coerce(value, default, path)
-    return cls(**kwargs)
+def _validate(tree: Mapping[str, Any]) -> Config:
+    """The typed :class:`Config` of a plain tree (pydantic, lax mode: ``"5e-5"`` is a float, ``7`` a string
+    where a string is expected); an unknown key or a value of the wrong type is a :class:`ConfigError`
+    naming the key."""
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    strict_keys = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    for cls in _sections(Config):
+        cls.__pydantic_config__ = strict_keys  # type: ignore[attr-defined]
+    try:
+        return TypeAdapter(Config).validate_python(tree)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+                section = _section_at(err["loc"][:-1])
+                known = sorted(f.name for f in dataclasses.fields(section)) if section else []
+                msgs.append(f"unknown config key {where!r}; known there: {known}")
+            else:
+                msgs.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("; ".join(msgs)) from None
 
 
-def _coerce(value: Any, default: Any, path: str) -> Any:
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path} must be true/false, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        kind = type(default[0]) if default else None
-        if kind is int and any(isinstance(v, bool) or not isinstance(v, int) for v in items):
-            raise ConfigError(f"{path} must be a list of integers, got {value!r}")
-        return tuple(items)
-    if isinstance(default, str):
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{path} must be a string, got {value!r}")
-        return str(value)
-    return value
+def _sections(cls: Any) -> list[Any]:
+    out = [cls]
+    for f in dataclasses.fields(cls):
+        sub = _section(cls, f.name)
+        if sub is not None:
+            out += _sections(sub)
+    return out
 
 
-_SECTION_TYPES: dict[str, type] = {
-    "SparkConfig": SparkConfig, "LakehouseConfig": LakehouseConfig, "MlflowConfig": MlflowConfig,
-    "ModelsConfig": ModelsConfig, "QualityConfig": QualityConfig, "ClickPositiveConfig": ClickPositiveConfig, "SampleConfig": SampleConfig,
-    "BatchConfig": BatchConfig, "LlmConfig": LlmConfig, "CrossEncoderConfig": CrossEncoderConfig,
-    "BiEncoderConfig": BiEncoderConfig, "RetrievalConfig": RetrievalConfig,
-    "EvaluationConfig": EvaluationConfig,
-    "StreamingConfig": StreamingConfig,
-}
-
-
-def default_paths() -> list[Path]:
-    """``conf/base.yaml`` and ``conf/local.yaml`` when the repository's ``conf/`` is present."""
-    return [p for p in (CONF_DIR / "base.yaml", CONF_DIR / "local.yaml") if p.exists()]
+def _section_at(loc: Sequence[Any]) -> Any:
+    cls: Any = Config
+    for p in loc:
+        cls = _section(cls, str(p))
+    return cls
 
 
 def load_config(*paths: str | os.PathLike[str], overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
-    """Merge YAML files left to right, then apply ``overrides`` (``["a.b=1"]`` or ``{"a.b": 1}``).
+    """The defaults (the dataclasses above: each setting is declared once, there), then YAML files merged
+    left to right (mappings such as ``spark.conf`` merge key by key), then ``overrides``
+    (``["a.b=1"]`` or ``{"a.b": 1}``).
 
-    With no paths, ``conf/base.yaml`` + ``conf/local.yaml`` are used when they exist.
     Unknown keys and wrongly typed values raise :class:`ConfigError` naming the key.
     """
-    tree: dict[str, Any] = {}
-    for p in (paths or default_paths()):
+    tree: dict[str, Any] = Config().to_dict()
+    for p in paths:
         path = Path(p)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
@@ -394,7 +385,7 @@ def load_config(*paths: str | os.PathLike[str], overrides: Sequence[str] | Mappi
              for k, v in overrides.items()] if isinstance(overrides, Mapping) else list(overrides)
     for item in items:
         _apply_override(tree, item)
-    return _build(Config, tree, "")
+    return _validate(tree)
 
 
 def parse_job_args(argv: Sequence[str] | None = None, description: str = "", extra: Sequence[tuple[str, dict[str, Any]]] = ()) -> tuple[Config, argparse.Namespace]:
@@ -406,12 +397,4 @@ def parse_job_args(argv: Sequence[str] | None = None, description: str = "", ext
     for flag, kwargs in extra:
         parser.add_argument(flag, **kwargs)
     args = parser.parse_args(argv)
-    return load_config(*with_base(args.conf), overrides=args.overrides), args
-
-
-def with_base(paths: Sequence[str]) -> list[str]:
-    """``paths`` with ``base.yaml`` put first when it sits beside the first file and is not already it."""
-    confs = list(paths)
-    if confs and Path(confs[0]).name != "base.yaml" and (Path(confs[0]).parent / "base.yaml").exists():
-        confs.insert(0, str(Path(confs[0]).parent / "base.yaml"))
-    return confs
+    return load_config(*args.conf, overrides=args.overrides), args

@@ -13,7 +13,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-from kpspark.config import CONF_DIR, Config, load_config, with_base
+from kpspark.config import Config, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -59,19 +59,20 @@ class LocalDbutils:
 
 
 def config(conf: str, overrides: str = "") -> Config:
-    """Config from the ``conf`` widget (comma-separated YAML files; ``conf/base.yaml`` first when it is
-    beside the first one) and the ``set`` widget (``key=value`` items separated by ``;`` or new lines)."""
+    """Config from the ``conf`` widget (comma-separated YAML files over the defaults; a relative path is
+    looked up from the working folder upwards, so ``conf/local.yaml`` works from a notebook folder inside the
+    repository) and the ``set`` widget (``key=value`` items separated by ``;`` or new lines)."""
     from pathlib import Path
 
     paths = [p.strip() for p in conf.split(",") if p.strip()]
     resolved = []
     for p in paths:
         path = Path(p)
-        if not path.exists() and (CONF_DIR / path.name).exists():
-            path = CONF_DIR / path.name  # relative to the package's repository, not the notebook's cwd
+        if not path.is_absolute() and not path.exists():
+            path = next((d / path for d in Path.cwd().parents if (d / path).exists()), path)
         resolved.append(str(path))
     items = [s.strip() for chunk in overrides.splitlines() for s in chunk.split(";") if s.strip()]
-    return load_config(*with_base(resolved), overrides=items)
+    return load_config(*resolved, overrides=items)
 
 
 def local_context(values: Mapping[str, str] | None = None) -> tuple["SparkSession", LocalDbutils]:

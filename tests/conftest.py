@@ -17,7 +17,7 @@ def spark(tmp_path_factory):
     from kpspark.session import get_spark
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    cfg = load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+    cfg = load_config(REPO / "conf" / "local.yaml", overrides=[
         "spark.master=local[2]", "spark.app_name=kpspark-tests",
         f"spark.jars_dir={REPO / '.cache' / 'jars'}",
         "spark.conf.spark.sql.shuffle.partitions=2",
@@ -38,7 +38,7 @@ def spark(tmp_path_factory):
 def cfg(tmp_path):
     from kpspark.config import load_config
 
-    return load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+    return load_config(REPO / "conf" / "local.yaml", overrides=[
         f"lakehouse.root={tmp_path / 'lakehouse'}",
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
         f"mlflow.artifact_root={tmp_path / 'mlartifacts'}",
@@ -64,7 +64,7 @@ def pipeline(spark, tmp_path_factory):
     from kpspark.config import load_config
 
     tmp = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+    cfg = load_config(REPO / "conf" / "local.yaml", overrides=[
         f"lakehouse.root={tmp / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
         f"mlflow.artifact_root={tmp / 'mlartifacts'}", "sample.size=tiny"])
     cfg = dataclasses.replace(

@@ -38,7 +38,8 @@ def test_every_notebook_is_a_databricks_source_file_calling_one_workflow():
 def test_widget_values_build_the_config():
     cfg = config("conf/local.yaml", "sample.size=tiny; retrieval.top_n=7\nstreaming.trigger=availableNow")
     assert (cfg.sample.size, cfg.retrieval.top_n, cfg.streaming.trigger) == ("tiny", 7, "availableNow")
-    assert cfg.lakehouse.tables["items"] == "items"  # conf/base.yaml came first
+    assert cfg.spark.conf["spark.ui.enabled"] == "false"  # from conf/local.yaml
+    assert cfg.spark.conf["spark.sql.session.timeZone"] == "UTC"  # the default, merged with the file's
     db = LocalDbutils({"set": "x=1"})
     db.widgets.text("conf", "conf/cluster.yaml")
     db.widgets.text("set", "")

@@ -84,7 +84,7 @@ def sample_lake(spark, tmp_path_factory):
     from tests.conftest import REPO
 
     tmp = tmp_path_factory.mktemp("rules")
-    cfg = load_config(REPO / "conf" / "base.yaml", REPO / "conf" / "local.yaml", overrides=[
+    cfg = load_config(REPO / "conf" / "local.yaml", overrides=[
         f"lakehouse.root={tmp / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
         "sample.size=tiny"])
     run_generate_sample(cfg, spark)

@@ -35,10 +35,9 @@ def test_get_spark_defaults_the_checkpoint_dir_next_to_the_tables(tmp_path):
     from kpspark.config import load_config
     from kpspark.session import checkpoint_dir
 
-    repo = Path(__file__).resolve().parents[1]
-    cfg = load_config(repo / "conf" / "base.yaml", overrides=[f"lakehouse.root={tmp_path / 'lake'}"])
+    cfg = load_config(overrides=[f"lakehouse.root={tmp_path / 'lake'}"])
     assert checkpoint_dir(cfg) == f"{tmp_path / 'lake'}/_checkpoints/spark"
-    cfg = load_config(repo / "conf" / "base.yaml", overrides=["spark.checkpoint_dir=s3://bucket/ckpt"])
+    cfg = load_config(overrides=["spark.checkpoint_dir=s3://bucket/ckpt"])
     assert checkpoint_dir(cfg) == "s3://bucket/ckpt"
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
+#: The student's training tasks: in-batch contrastive on click positives, search relevance, distillation.
+TASKS = ("click", "search", "distill")
+
 
 def item_text(title: str | None, category: str | None) -> str:
     """``title [SEP] category`` (an empty category is dropped)."""

@@ -23,12 +23,12 @@ from typing import Any
 
 import pandas as pd
 
-from kpspark.biencoder.text import item_texts, keyphrase_texts
+from kpspark.biencoder.text import TASKS, item_texts, keyphrase_texts
+from kpspark.config import BiEncoderTraining
 from kpspark.crossencoder.train import drop_checkpoints
 from kpspark.errors import require
 
 logger = logging.getLogger(__name__)
-TASKS = ("click", "search", "distill")
 INITS = ("minilm6", "minilm2")
 RECIPES: dict[str, tuple[str, ...]] = {
     "click": ("click",),
@@ -38,20 +38,12 @@ RECIPES: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class BiTrainConfig:
-    """Hyper-parameters of one bi-encoder run (the paper's are not public; these are ours)."""
+class BiTrainConfig(BiEncoderTraining):
+    """One bi-encoder run: the hyperparameters (:class:`~kpspark.config.BiEncoderTraining`, declared there) plus
+    what the run itself decides: its tasks and their weights (from the recipe), the seed, torch's threads."""
 
-    init: str = "minilm6"
     tasks: tuple[str, ...] = TASKS
     weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "search": 1.0, "distill": 1.0})
-    dims: tuple[int, ...] = (384, 256, 128, 64)
-    max_length: int = 64
-    epochs: float = 1.0
-    lr: float = 5e-5
-    batch_size: int = 32
-    sampler: str = "round_robin"  # round_robin | proportional
-    eval_steps: int = 50
-    patience: int = 3
     seed: int = 42
     threads: int = 0
 

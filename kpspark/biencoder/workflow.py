@@ -126,6 +126,8 @@ def run_train_bi_encoder(cfg: Config, spark: "SparkSession", recipe: str | None 
 
     from kpspark.biencoder.estimator import BiEncoderEstimator
     from kpspark.biencoder.train import RECIPES
+    from kpspark.config import BiEncoderTraining
+    from kpspark.params import hyperparam_kwargs
     from kpspark.registry import models, tracking
     from kpspark.registry.pyfunc import log_bi_encoder
 
@@ -138,10 +140,9 @@ def run_train_bi_encoder(cfg: Config, spark: "SparkSession", recipe: str | None 
     rows = task_rows(spark, cfg, tasks).cache()
     counts = {r["task"]: int(r["count"]) for r in rows.groupBy("task").count().collect()}
     out_dir = Path(output_dir or scratch_dir(f"kpspark-be-{recipe}-"))  # the registry keeps the model
-    est = BiEncoderEstimator(outputDir=str(out_dir), logToRun=False, init=be.init, tasks=list(tasks),
-                             taskWeights=[float(be.weights.get(t, 1.0)) for t in tasks], dims=list(be.dims),
-                             maxLength=be.max_length, epochs=be.epochs, learningRate=be.lr, batchSize=be.batch_size,
-                             sampler=be.sampler, evalSteps=be.eval_steps, patience=be.patience, seed=cfg.sample.seed)
+    est = BiEncoderEstimator(outputDir=str(out_dir), logToRun=False, tasks=list(tasks), seed=cfg.sample.seed,
+                             taskWeights=[float(be.weights.get(t, 1.0)) for t in tasks],
+                             **hyperparam_kwargs(be, BiEncoderTraining))
     name = model_name_for(cfg, recipe)
     with tracking.start_run(cfg, f"train-bi-encoder-{recipe}", spark=spark,
                             tables=["clicks", "search_relevance", "pair_scores", "items", "keyphrases"],

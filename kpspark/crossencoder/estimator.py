@@ -14,12 +14,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyspark import keyword_only
 from pyspark.ml import Estimator
-from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from kpspark.config import CrossEncoderTraining
 from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+from kpspark.params import TrainingParams, hyperparams_mixin, set_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -27,45 +27,21 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-class CrossEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
-    """Train and export a 2-layer cross-encoder (see the module doc)."""
+class CrossEncoderEstimator(Estimator, TrainingParams, hyperparams_mixin(CrossEncoderTraining),  # type: ignore[misc]
+                            DefaultParamsReadable, DefaultParamsWritable):
+    """Train and export a 2-layer cross-encoder (see the module doc). Params: ``outputDir``, ``logToRun``,
+    ``validationFraction``, ``seed`` and one per field of :class:`~kpspark.config.CrossEncoderTraining`
+    (``init``, ``maxLength``, ``epochs``, ``lr``, ...), with its defaults."""
 
-    outputDir: Param[str] = Param(Params._dummy(), "outputDir", "folder for checkpoints and the export",
-                                  TypeConverters.toString)
-    init: Param[str] = Param(Params._dummy(), "init", "minilm2 or bert-tiny", TypeConverters.toString)
-    maxLength: Param[int] = Param(Params._dummy(), "maxLength", "max tokens per pair", TypeConverters.toInt)
-    epochs: Param[float] = Param(Params._dummy(), "epochs", "training epochs", TypeConverters.toFloat)
-    learningRate: Param[float] = Param(Params._dummy(), "learningRate", "peak learning rate", TypeConverters.toFloat)
-    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "training batch size", TypeConverters.toInt)
-    evalSteps: Param[int] = Param(Params._dummy(), "evalSteps", "validate every n steps", TypeConverters.toInt)
-    patience: Param[int] = Param(Params._dummy(), "patience", "early-stopping patience (evaluations)",
-                                 TypeConverters.toInt)
-    softLabels: Param[bool] = Param(Params._dummy(), "softLabels", "train on p_yes instead of 0/1",
-                                    TypeConverters.toBoolean)
-    validationFraction: Param[float] = Param(Params._dummy(), "validationFraction", "share of items held out",
-                                             TypeConverters.toFloat)
-    seed: Param[int] = Param(Params._dummy(), "seed", "random seed", TypeConverters.toInt)
-    logToRun: Param[bool] = Param(Params._dummy(), "logToRun", "log the export to the active MLflow run, so the "
-                                  "fitted model loads on every node (runs:/<id>/export)", TypeConverters.toBoolean)
-
-    @keyword_only
-    def __init__(self, *, outputDir: str = "", init: str = "bert-tiny", maxLength: int = 64, epochs: float = 8.0,
-                 learningRate: float = 1e-3, batchSize: int = 64, evalSteps: int = 100, patience: int = 3,
-                 softLabels: bool = False, validationFraction: float = 0.2, seed: int = 42,
-                 logToRun: bool = True) -> None:
+    def __init__(self, **params: Any) -> None:
         super().__init__()
-        self._setDefault(outputDir="", init="bert-tiny", maxLength=64, epochs=8.0, learningRate=1e-3, batchSize=64,
-                         evalSteps=100, patience=3, softLabels=False, validationFraction=0.2, seed=42,
-                         logToRun=True)
-        self._set(**self._input_kwargs)
+        self._training_defaults()
+        self._setDefault(**self.hyperparam_defaults())
+        set_params(self, params)
 
-    @keyword_only
-    def setParams(self, *, outputDir: str = "", init: str = "bert-tiny", maxLength: int = 64, epochs: float = 8.0,
-                  learningRate: float = 1e-3, batchSize: int = 64, evalSteps: int = 100, patience: int = 3,
-                  softLabels: bool = False, validationFraction: float = 0.2, seed: int = 42,
-                  logToRun: bool = True) -> "CrossEncoderEstimator":
+    def setParams(self, **params: Any) -> "CrossEncoderEstimator":
         """Set several params at once."""
-        return self._set(**self._input_kwargs)
+        return set_params(self, params)
 
     def split(self, dataset: "DataFrame") -> tuple[Any, Any]:
         """(train, validation) pandas frames, split by a hash of ``item_id``."""
@@ -78,18 +54,16 @@ class CrossEncoderEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     def _fit(self, dataset: "DataFrame") -> OnnxCrossEncoderModel:
         from kpspark.crossencoder.export import export_with_parity
         from kpspark.crossencoder.text import pair_texts
-        from kpspark.crossencoder.train import TrainConfig, train_cross_encoder
+        from kpspark.crossencoder.train import train_cross_encoder
         from kpspark.registry.tracking import shareable_export
 
         g = self.getOrDefault
         if not g(self.outputDir):
             raise ValueError("CrossEncoderEstimator: outputDir is not set")
         train, val = self.split(dataset)
-        cfg = TrainConfig(init=g(self.init), max_length=g(self.maxLength), epochs=g(self.epochs),
-                          lr=g(self.learningRate), batch_size=g(self.batchSize), eval_steps=g(self.evalSteps),
-                          patience=g(self.patience), soft_labels=g(self.softLabels), seed=g(self.seed))
+        cfg = self.hyperparams()
         out = Path(g(self.outputDir))
-        res = train_cross_encoder(train, val, out, cfg)
+        res = train_cross_encoder(train, val, out, cfg, seed=g(self.seed))
         a, b = pair_texts(val["keyphrase"], val["category"], val["title"])
         export_dir, parity = export_with_parity(res["model_dir"], out / "export", a, b, cfg.max_length)
         uri, tracking = shareable_export(str(export_dir)) if g(self.logToRun) else (str(export_dir), "")

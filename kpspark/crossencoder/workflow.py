@@ -50,7 +50,9 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
     import mlflow
     from pyspark.sql import functions as F
 
+    from kpspark.config import CrossEncoderTraining
     from kpspark.crossencoder.estimator import CrossEncoderEstimator
+    from kpspark.params import hyperparam_kwargs
     from kpspark.crossencoder.onnx_scorer import OnnxPairScorer
     from kpspark.crossencoder.recipes import recipe_pairs, with_texts
     from kpspark.registry import models, tracking
@@ -68,9 +70,8 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
         raise ValueError(f"recipe {recipe!r} has no usable mix of labels: {counts or 'no rows'}")
     data = with_texts(spark, cfg, pairs).orderBy(F.xxhash64("item_id", "keyphrase_id")).limit(ce.max_train_pairs)
     out_dir = Path(output_dir or scratch_dir(f"kpspark-ce-{recipe}-"))  # the registry keeps the model
-    est = CrossEncoderEstimator(outputDir=str(out_dir), logToRun=False, init=ce.init, maxLength=ce.max_length, epochs=ce.epochs,
-                                learningRate=ce.lr, batchSize=ce.batch_size, evalSteps=ce.eval_steps,
-                                patience=ce.patience, softLabels=ce.soft_labels, seed=cfg.sample.seed)
+    est = CrossEncoderEstimator(outputDir=str(out_dir), logToRun=False, seed=cfg.sample.seed,
+                                **hyperparam_kwargs(ce, CrossEncoderTraining))
     name = model_name_for(cfg, recipe)
     with tracking.start_run(cfg, f"train-cross-encoder-{recipe}", spark=spark,
                             tables=["clicks", "search_relevance", "llm_labels", "human_labels", "items", "keyphrases"],

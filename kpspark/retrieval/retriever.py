@@ -21,16 +21,18 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from kpspark.config import RetrievalConfig
 from kpspark.errors import SchemaError
+from kpspark.params import set_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
+_R = RetrievalConfig()
 SHARD_BY = ("category", "hash")
 FALLBACKS = ("all", "none")
 NO_CATEGORY = "__no_category__"
@@ -62,10 +64,12 @@ class _RetrieverParams(Params):
     shardCacheSize: Param[int] = Param(Params._dummy(), "shardCacheSize", "shards kept loaded per Python worker "
                                        "(0 = KPSPARK_SHARD_CACHE or 8)", TypeConverters.toInt)
 
-    _defaults: dict[str, Any] = dict(indexDir="", shardBy="category", numHashShards=4, k=100, fallback="all",
-                                     embeddingCol="embedding", categoryCol="category", idCol="item_id",
-                                     textCol="text", indexKind="auto", exactMax=20_000, efSearch=128, nprobe=16,
-                                     trackingUri="", minPartitions=0, shardCacheSize=0)
+    # the search settings default to the config's (kpspark.config.RetrievalConfig): declared once, there
+    _defaults: dict[str, Any] = dict(indexDir="", shardBy=_R.shard_by, numHashShards=_R.num_hash_shards, k=_R.k,
+                                     fallback=_R.fallback, embeddingCol="embedding", categoryCol="category",
+                                     idCol="item_id", textCol="text", indexKind=_R.index_kind, exactMax=_R.exact_max,
+                                     efSearch=_R.ef_search, nprobe=_R.nprobe, trackingUri="", minPartitions=0,
+                                     shardCacheSize=0)
 
     def _check(self) -> None:
         g = self.getOrDefault
@@ -99,15 +103,10 @@ class KeyphraseRetriever(Estimator, _RetrieverParams, DefaultParamsReadable, Def
     """Build the sharded keyphrase index (see the module doc). Fit input: ``keyphrase_id``, text,
     category, embedding (``idCol`` defaults to ``item_id`` for the model; the fit uses ``keyphrase_id``)."""
 
-    @keyword_only
-    def __init__(self, *, indexDir: str = "", shardBy: str = "category", numHashShards: int = 4, k: int = 100,
-                 fallback: str = "all", embeddingCol: str = "embedding", categoryCol: str = "category",
-                 idCol: str = "item_id", textCol: str = "text", indexKind: str = "auto", exactMax: int = 20_000,
-                 efSearch: int = 128, nprobe: int = 16, trackingUri: str = "", minPartitions: int = 0,
-                 shardCacheSize: int = 0) -> None:
+    def __init__(self, **params: Any) -> None:
         super().__init__()
         self._setDefault(**self._defaults)
-        self._set(**self._input_kwargs)
+        set_params(self, params)
 
     def _fit(self, dataset: "DataFrame") -> "KeyphraseRetrieverModel":
         from dataclasses import asdict
@@ -198,15 +197,10 @@ def route_by_shard(routed: "DataFrame", n_shards: int, partitions: int) -> "Data
 class KeyphraseRetrieverModel(Model, _RetrieverParams, DefaultParamsReadable, DefaultParamsWritable):
     """Per-item top-k keyphrases from the sharded index (see the module doc)."""
 
-    @keyword_only
-    def __init__(self, *, indexDir: str = "", shardBy: str = "category", numHashShards: int = 4, k: int = 100,
-                 fallback: str = "all", embeddingCol: str = "embedding", categoryCol: str = "category",
-                 idCol: str = "item_id", textCol: str = "text", indexKind: str = "auto", exactMax: int = 20_000,
-                 efSearch: int = 128, nprobe: int = 16, trackingUri: str = "", minPartitions: int = 0,
-                 shardCacheSize: int = 0) -> None:
+    def __init__(self, **params: Any) -> None:
         super().__init__()
         self._setDefault(**self._defaults)
-        self._set(**self._input_kwargs)
+        set_params(self, params)
 
     def setK(self, value: int) -> "KeyphraseRetrieverModel":
         """Set the number of candidates per item."""

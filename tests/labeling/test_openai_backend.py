@@ -11,7 +11,7 @@ import pytest
 
 from kpspark.labeling.backends import PairPrompt, load_backend
 from kpspark.labeling.backends.openai_http import first_token_alternatives
-from kpspark.labeling.local_server import available, llama_server
+from tests.tools.local_server import available, llama_server
 from kpspark.labeling.prompts import load_template, render
 
 PAIRS = [("red iphone case", "Cell Phones", "OtterBox Defender Case for iPhone 11 Red"),

@@ -1,4 +1,4 @@
-"""Hostile input (``kpspark.reliability.hostile``): every row ends written or quarantined with a reason,
+"""Hostile input (``tests.tools.hostile``): every row ends written or quarantined with a reason,
 files with broken bytes, quoting and drifted schemas included. Figure: cases tried and rows lost (0)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 
 from kpspark.data import loaders, tables
 from kpspark.errors import SchemaError
-from kpspark.reliability import hostile
+from tests.tools import hostile
 
 
 def _table_cases(spark, cfg, name, cases, schema, key):

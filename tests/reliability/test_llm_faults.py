@@ -10,8 +10,8 @@ import time
 import pytest
 
 from kpspark.data import tables
-from kpspark.labeling.local_server import available, llama_server
-from kpspark.reliability.faultproxy import FaultProxy
+from tests.tools.local_server import available, llama_server
+from tests.tools.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow,
               pytest.mark.skipif(not available(), reason="llama-cpp-python[server] not installed")]

@@ -8,7 +8,7 @@ import pytest
 
 from kpspark.labeling.backends import load_backend
 from kpspark.labeling.injection import ATTACKS_NO, ATTACKS_YES, flip_rate
-from kpspark.labeling.local_server import available, llama_server
+from tests.tools.local_server import available, llama_server
 from kpspark.labeling.prompts import load_template
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kpspark.labeling.judge import LLMJudge
-from kpspark.labeling.local_server import available, llama_server
+from tests.tools.local_server import available, llama_server
 from tests.conftest import REPO
 
 

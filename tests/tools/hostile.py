@@ -4,7 +4,7 @@ Home Depot and generic CSV formats, each case named with what a well-behaved loa
 
 Used by ``tests/reliability/test_hostile_input.py`` and by anyone who wants to try their own loaders:
 
->>> from kpspark.reliability import hostile
+>>> from tests.tools import hostile
 >>> cases = hostile.item_cases()
 >>> sorted({c.expect for c in cases})
 ['quarantine', 'write']

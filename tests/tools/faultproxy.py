@@ -5,7 +5,7 @@ Each POST gets the next fault of a repeating schedule — ``ok`` (forwarded), ``
 connection is closed without an answer) or ``truncate`` (a 200 with half a JSON body) — so a client's
 retry path meets every failure a real server or load balancer produces.
 
->>> from kpspark.reliability.faultproxy import FaultProxy
+>>> from tests.tools.faultproxy import FaultProxy
 >>> with FaultProxy("http://127.0.0.1:8080/v1", ["ok", "429", "drop"], hold_s=2.0) as url:  # doctest: +SKIP
 ...     ...  # point the openai backend at url
 """
