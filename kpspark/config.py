@@ -139,6 +139,7 @@ class CrossEncoderTraining:
     eval_steps: int = 100
     patience: int = 3  # early stopping: evaluations without a better validation loss
     soft_labels: bool = False  # train on P(yes) instead of 0/1
+    warmup_ratio: float = 0.1  # share of the training steps the learning rate warms up over
 
 
 @dataclass(frozen=True)
