@@ -1,6 +1,6 @@
 """Offline evaluation report (TJ Table 1 for every cross-encoder recipe, agreement, debiasing, retrieval, plots) and the promotion gate.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/calibrate_evaluate.py --conf conf/local.yaml [--set evaluation.recipes=[search,click_search] ...]
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Daily diff: only new/revised/deleted items and keyphrases since the last run (Delta Change Data Feed), MERGEd into recommendations in one commit.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/daily_diff.py --conf conf/local.yaml [--set key=value ...]
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """End-to-end demo on the synthetic sample marketplace.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/demo.py --conf conf/local.yaml [--set key=value ...]
 """
 from __future__ import annotations

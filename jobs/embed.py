@@ -1,6 +1,6 @@
 """Embed items and keyphrases with the champion bi-encoder into the item_embeddings / keyphrase_embeddings Delta tables.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/embed.py --conf conf/local.yaml [--set bi_encoder.dim=128 ...]
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Full batch: every item of a pinned snapshot -> recommendations (atomic overwrite), champion models by alias, processed versions recorded for the diff.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/full_batch.py --conf conf/local.yaml [--set key=value ...]
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Generate the synthetic sample marketplace into the Delta lakehouse.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/generate_sample.py --conf conf/local.yaml [--set key=value ...]
 """
 from __future__ import annotations

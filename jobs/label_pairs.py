@@ -1,6 +1,6 @@
 """Label (item, keyphrase) pairs with the LLM judge into llm_labels (incremental, resumable).
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/label_pairs.py --conf conf/local.yaml [--set llm.backend=openai --set llm.options.base_url=...]
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Load the Home Depot search-relevance data (internal evaluation only) into the lakehouse.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/load_homedepot.py --conf conf/local.yaml --set lakehouse.root=lakehouse-homedepot
 """
 from __future__ import annotations

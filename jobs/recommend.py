@@ -1,6 +1,6 @@
 """Full-batch recommendations: de-duplicate keyphrases, build the sharded ANN index, embed -> retrieve -> CE-score -> filter every item into `recommendations`.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/recommend.py --conf conf/local.yaml [--set retrieval.k=100 ...]
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Score candidate pairs with the cross-encoder the serving alias points at, into pair_scores.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/score_pairs.py --conf conf/local.yaml [--set key=value ...]
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Near-real-time: item create/revise/delete events (the Change Data Feed of items, Structured Streaming) -> recommendations, one idempotent MERGE per micro-batch.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/streaming.py --conf conf/local.yaml [--set streaming.trigger=availableNow]
 """
 from __future__ import annotations

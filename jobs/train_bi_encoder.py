@@ -1,6 +1,6 @@
 """Train the bi-encoder student (click + search + Pearson distillation, Matryoshka), export ONNX (parity-checked), register it as challenger.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/train_bi_encoder.py --conf conf/local.yaml [--set bi_encoder.recipe=click_search ...]
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train the cross-encoder on a label recipe, export ONNX (fp32 + int8, parity-checked), log and register it as challenger.
 
-spark-submit --properties-file conf/spark-local.properties --jars "$(python -m kpspark.jars classpath)" \
+.venv/bin/kpspark submit --properties-file conf/spark-local.properties \
     jobs/train_cross_encoder.py --conf conf/local.yaml [--set key=value ...]
 """
 from __future__ import annotations

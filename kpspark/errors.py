@@ -22,6 +22,10 @@ class BackendUnavailableError(KPSparkError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
+class ParityError(KPSparkError):
+    """An exported model does not reproduce the source model within tolerance."""
+
+
 def require(module: str, extra: str) -> object:
     """Import ``module`` or raise :class:`BackendUnavailableError` naming ``pip install kpspark[extra]``."""
     import importlib

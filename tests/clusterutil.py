@@ -191,7 +191,7 @@ def publish_serving_models(c: Cluster, cfg) -> dict[str, str]:
     cluster's tracking server under the same names and serving alias (once per cluster)."""
     import mlflow
 
-    from kpspark.crossencoder.scorer import local_model_dir
+    from kpspark.artifacts import local_model_dir
     from kpspark.registry import pyfunc
 
     if c.published:

@@ -123,7 +123,7 @@ def _inverted_export(src: Path, dst: Path) -> Path:
 
 
 def test_gate_refuses_a_worse_challenger_and_promotion_honours_it(spark, evaluated, tmp_path):
-    from kpspark.crossencoder.scorer import local_model_dir
+    from kpspark.artifacts import local_model_dir
     from kpspark.registry import tracking
     from kpspark.registry.pyfunc import log_cross_encoder
 

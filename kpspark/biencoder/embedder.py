@@ -23,7 +23,8 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from kpspark.crossencoder.scorer import OnnxStageParams, local_model_dir
+from kpspark.artifacts import local_model_dir
+from kpspark.crossencoder.scorer import OnnxStageParams
 from kpspark.errors import KPSparkError
 from kpspark.sparkutil import check_input_cols, ensure_parallelism
 
@@ -38,7 +39,7 @@ def load_embedder(model_uri: str, precision: str = "int8", tracking_uri: str | N
     Refuses a model that is not a bi-encoder export or whose files are missing.
     """
     from kpspark.biencoder.onnx_embedder import get_cached_embedder
-    from kpspark.crossencoder.export import META_FILE
+    from kpspark.artifacts import META_FILE
 
     d = local_model_dir(model_uri, tracking_uri)
     meta = json.loads((d / META_FILE).read_text())

@@ -18,7 +18,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kpspark.crossencoder.export import INPUTS, ParityError, quantize_int8, write_export_meta
+from kpspark.artifacts import write_export_meta
+from kpspark.errors import ParityError
+from kpspark.onnxutil import INPUTS, quantize_int8
 from kpspark.errors import require
 
 logger = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ Matryoshka: ``embed(texts, dim)`` keeps the first ``dim`` components and re-norm
 from __future__ import annotations
 
 import os
-import threading
 from typing import Sequence
 
 import numpy as np
 
+from kpspark.cache import ProcessCache
 
 
 def truncate_normalize(emb: np.ndarray, dim: int | None) -> np.ndarray:
@@ -61,15 +61,11 @@ class OnnxTextEmbedder:
         return truncate_normalize(out, dim)
 
 
-_CACHE: dict[str, OnnxTextEmbedder] = {}
-_LOCK = threading.Lock()
+_CACHE = ProcessCache("bi-encoder embedders")
 
 
 def get_cached_embedder(onnx_path: str, tokenizer_dir: str, max_length: int, threads: int,
                         batch_size: int) -> OnnxTextEmbedder:
     """One embedder per Python worker process and model file."""
-    key = f"{onnx_path}|{tokenizer_dir}|{max_length}|{threads}|{batch_size}"
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = OnnxTextEmbedder(onnx_path, tokenizer_dir, max_length, threads, batch_size)
-        return _CACHE[key]
+    args = (onnx_path, tokenizer_dir, max_length, threads, batch_size)
+    return _CACHE.get(args, lambda: OnnxTextEmbedder(*args))  # type: ignore[no-any-return]

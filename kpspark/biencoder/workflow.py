@@ -80,7 +80,7 @@ def evaluate_recall(spark: "SparkSession", cfg: Config, export_dir: str, item_id
 
     from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
     from kpspark.biencoder.text import item_texts
-    from kpspark.crossencoder.export import META_FILE
+    from kpspark.artifacts import META_FILE
     from kpspark.data import tables
     from kpspark.evaluation.retrieval import recall_by_dim
     from kpspark.rules import KEYPHRASE, click_positives, keyphrase_texts

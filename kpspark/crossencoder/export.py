@@ -8,7 +8,6 @@ Parity (on real pairs, with the trained model):
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -18,15 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kpspark.errors import KPSparkError, require
+from kpspark.artifacts import write_export_meta
+from kpspark.errors import ParityError, require
+from kpspark.onnxutil import INPUTS, quantize_int8
 
 logger = logging.getLogger(__name__)
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-META_FILE = "kpspark_model.json"
-
-
-class ParityError(KPSparkError):
-    """The exported model does not reproduce the source model within tolerance."""
 
 
 @dataclass(frozen=True)
@@ -69,23 +64,6 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     return out / "model.onnx"
 
 
-def quantize_int8(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], per_channel: bool = True,
-                  reduce_range: bool = True) -> Path:
-    """Dynamic int8 quantization of the MatMul/Gemm weights, per output channel, 7-bit range.
-
-    On a trained 2-layer model, per-tensor int8 gave Pearson 0.996 but only 97.5% identical
-    decisions at the threshold; per-channel with ``reduce_range`` gave 0.9988 and 99.5%.
-    """
-    q = require("onnxruntime.quantization", "onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))  # the quantizer logs one INFO line per tensor on the root logger
-    try:
-        q.quantize_dynamic(str(fp32_path), str(out_path), per_channel=per_channel, reduce_range=reduce_range,  # type: ignore[attr-defined]
-                           weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])  # type: ignore[attr-defined]
-    finally:
-        root.setLevel(level)
-    return Path(out_path)
 
 
 def _torch_logits(model_dir: str | os.PathLike[str], a: Sequence[str], b: Sequence[str], max_length: int) -> np.ndarray:
@@ -129,13 +107,6 @@ def check_parity(model_dir: str | os.PathLike[str], export_dir: str | os.PathLik
     return p
 
 
-def write_export_meta(out: Path, meta: dict[str, Any]) -> None:
-    """Write ``kpspark_model.json`` of an ONNX export (cross- or bi-encoder), with the SHA-256 of the
-    files a loader needs: a corrupted or swapped file is refused at load (:mod:`kpspark.registry.verify`)."""
-    from kpspark.registry.verify import file_digests
-
-    meta = {**meta, "sha256": file_digests(out, [*meta["files"].values(), "tokenizer.json"])}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
 def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], a: Sequence[str],

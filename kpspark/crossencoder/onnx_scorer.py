@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Sequence
 
 import numpy as np
 
+from kpspark.cache import ProcessCache
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +64,10 @@ class OnnxPairScorer:
         return 1.0 / (1.0 + np.exp(-self.logits(a, b).astype("float64")))
 
 
-_CACHE: dict[str, OnnxPairScorer] = {}
-_LOCK = threading.Lock()
+_CACHE = ProcessCache("cross-encoder scorers")
 
 
 def get_cached_scorer(onnx_path: str, tokenizer_dir: str, max_length: int, threads: int, batch_size: int) -> OnnxPairScorer:
     """One scorer per Python worker process and model file."""
-    key = f"{onnx_path}|{tokenizer_dir}|{max_length}|{threads}|{batch_size}"
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = OnnxPairScorer(onnx_path, tokenizer_dir, max_length, threads, batch_size)
-        return _CACHE[key]
+    args = (onnx_path, tokenizer_dir, max_length, threads, batch_size)
+    return _CACHE.get(args, lambda: OnnxPairScorer(*args))  # type: ignore[no-any-return]

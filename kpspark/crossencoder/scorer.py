@@ -16,9 +16,6 @@ by default because Spark already runs one worker per core.
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Tuple
 
 import pandas as pd
@@ -27,16 +24,15 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from kpspark.artifacts import META_FILE, local_model_dir
 from kpspark.errors import KPSparkError
-from kpspark.sparkutil import check_input_cols, ensure_parallelism, scratch_dir
+from kpspark.sparkutil import check_input_cols, ensure_parallelism
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
 logger = logging.getLogger(__name__)
 PRECISIONS = ("int8", "fp32")
-_DL_LOCK = threading.Lock()
-_DL_CACHE: dict[str, str] = {}
 
 
 def _to_precision(v: Any) -> str:
@@ -46,38 +42,8 @@ def _to_precision(v: Any) -> str:
     return s
 
 
-def find_export_dir(root: str | os.PathLike[str]) -> Path:
-    """The folder holding ``kpspark_model.json`` under ``root`` (an export or a logged pyfunc)."""
-    from kpspark.crossencoder.export import META_FILE
-
-    root = Path(root)
-    if (root / META_FILE).exists():
-        return root
-    found = sorted(root.rglob(META_FILE))
-    if not found:
-        raise KPSparkError(f"no {META_FILE} under {root}: not a kpspark model export (cross-encoder, bi-encoder or index)")
-    return found[0].parent
 
 
-def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
-    """A local copy of ``model_uri`` (downloaded once per process for registry/run URIs)."""
-    if "://" not in model_uri and not model_uri.startswith(("models:", "runs:")):
-        return find_export_dir(model_uri)
-    if model_uri.startswith("file://"):
-        return find_export_dir(model_uri[len("file://"):])
-    key = f"{tracking_uri or ''}|{model_uri}"  # the same models:/ URI names another model in another registry
-    with _DL_LOCK:
-        if key not in _DL_CACHE:
-            # one download per executor process: no progress bars in the task logs
-            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-            import mlflow
-
-            if tracking_uri:
-                mlflow.set_tracking_uri(tracking_uri)
-                mlflow.set_registry_uri(tracking_uri)
-            dst = scratch_dir("kpspark-model-")
-            _DL_CACHE[key] = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
-        return find_export_dir(_DL_CACHE[key])
 
 
 def load_scorer(model_uri: str, precision: str = "int8", tracking_uri: str | None = None, threads: int = 1,
@@ -89,7 +55,6 @@ def load_scorer(model_uri: str, precision: str = "int8", tracking_uri: str | Non
     """
     import json
 
-    from kpspark.crossencoder.export import META_FILE
     from kpspark.crossencoder.onnx_scorer import get_cached_scorer
 
     d = local_model_dir(model_uri, tracking_uri)

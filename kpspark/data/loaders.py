@@ -14,6 +14,7 @@ so the same query gets the same id across loads.
 from __future__ import annotations
 
 import logging
+import os
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -28,7 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 CORRUPT = "_corrupt_record"
-HOMEDEPOT_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "homedepot" / "train.csv.zip"
+#: The Home Depot relevance file of internal evaluations: ``KPSPARK_HOMEDEPOT``, else ``../shared/data/homedepot/``
+#: beside the working folder (the repository's checkout); never committed.
+HOMEDEPOT_SHARED = Path(os.environ.get("KPSPARK_HOMEDEPOT") or "../shared/data/homedepot/train.csv.zip")
 
 
 def keyphrase_id_col(normalized: "Column") -> "Column":

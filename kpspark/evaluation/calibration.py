@@ -116,6 +116,11 @@ class ThresholdModel(Model, _ThresholdParams, DefaultParamsReadable, DefaultPara
                          **self._defaults)
         self._set(**self._input_kwargs)
 
+    def setFilterRows(self, value: bool) -> "ThresholdModel":
+        """Drop the rows below their threshold (the filter stage of a recommendation pipeline) instead of marking
+        them."""
+        return self._set(filterRows=value)
+
     def thresholds(self) -> dict[str, float]:
         """Per-category thresholds (categories absent use :meth:`getThreshold`)."""
         return {str(k): float(v) for k, v in json.loads(self.getOrDefault(self.categoryThresholds)).items()}

@@ -93,7 +93,7 @@ def eval_frames(spark: "SparkSession", cfg: Config) -> tuple["DataFrame", "DataF
 def resolve_variants(spark: "SparkSession", cfg: Config, train_missing: bool | None = None
                      ) -> tuple[dict[str, str], dict[str, str]]:
     """``({recipe: models:/name/version}, {recipe: why skipped})`` for ``evaluation.recipes``."""
-    from kpspark.crossencoder.export import ParityError
+    from kpspark.errors import ParityError
     from kpspark.crossencoder.workflow import model_name_for, run_train_cross_encoder
     from kpspark.registry import models
 

@@ -57,9 +57,8 @@ def cross_encoder_pyfunc_class() -> type:
         def load_context(self, context: Any) -> None:
             import json
 
-            from kpspark.crossencoder.export import META_FILE
+            from kpspark.artifacts import META_FILE, find_export_dir
             from kpspark.crossencoder.onnx_scorer import OnnxPairScorer
-            from kpspark.crossencoder.scorer import find_export_dir
 
             d = find_export_dir(context.artifacts["export"])
             meta = json.loads((d / META_FILE).read_text())
@@ -114,8 +113,7 @@ def bi_encoder_pyfunc_class() -> type:
             import json
 
             from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
-            from kpspark.crossencoder.export import META_FILE
-            from kpspark.crossencoder.scorer import find_export_dir
+            from kpspark.artifacts import META_FILE, find_export_dir
 
             d = find_export_dir(context.artifacts["export"])
             meta = json.loads((d / META_FILE).read_text())

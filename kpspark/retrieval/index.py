@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kpspark.artifacts import META_FILE
+from kpspark.cache import ProcessCache
 from kpspark.errors import KPSparkError, require
 
 MANIFEST = "manifest.json"
@@ -159,7 +159,7 @@ def publish_shard(location: str, tracking_uri: str | None, key: str, ids: np.nda
 
 def write_manifest(location: str | os.PathLike[str], shards: list[dict[str, Any]], shard_by: str,
                    params: IndexParams, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Write ``manifest.json`` (+ the ``kpspark_model.json`` marker so registry downloads find the folder)
+    """Write ``manifest.json`` (+ the :data:`~kpspark.artifacts.META_FILE` marker so registry downloads find the folder)
     at ``location``; returns the manifest."""
     dims = {s["dim"] for s in shards}
     if len(dims) > 1:
@@ -168,7 +168,7 @@ def write_manifest(location: str | os.PathLike[str], shards: list[dict[str, Any]
                 "shards": sorted(shards, key=lambda s: s["key"])}
     def write(out: Path) -> None:
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        (out / "kpspark_model.json").write_text(json.dumps({"kind": "keyphrase_index", "manifest": MANIFEST}))
+        (out / META_FILE).write_text(json.dumps({"kind": "keyphrase_index", "manifest": MANIFEST}))
 
     _in_scratch(str(location), tracking_uri, write)
     return manifest
@@ -262,9 +262,7 @@ class Shard:
 #: shards one Python worker keeps loaded at once (least recently used evicted first); rows are routed so a
 #: task sees few shards, and a worker that ends up with more than this reloads instead of holding every shard
 SHARD_CACHE_SIZE = int(os.environ.get("KPSPARK_SHARD_CACHE", "8"))
-_SHARDS: "OrderedDict[str, Shard]" = OrderedDict()
-_LOCK = threading.Lock()
-loads = 0  # shards loaded by this process (tests read it)
+SHARDS = ProcessCache("index shards", SHARD_CACHE_SIZE, on_evict=lambda shard: shard.release())
 
 
 def get_shard(index_dir: str, sid: str, ef_search: int, nprobe: int, tracking_uri: str | None = None,
@@ -272,19 +270,10 @@ def get_shard(index_dir: str, sid: str, ef_search: int, nprobe: int, tracking_ur
     """A loaded shard from this Python worker's bounded LRU cache (faiss single-threaded: Spark already runs
     one task per core). ``index_dir``: a folder or an artifact URI; an executor downloads only the shard
     files it searches."""
-    global loads
-    key = f"{tracking_uri or ''}|{index_dir}|{sid}|{ef_search}|{nprobe}"
-    size = max(1, SHARD_CACHE_SIZE if cache_size is None else cache_size)
-    with _LOCK:
-        if key in _SHARDS:
-            _SHARDS.move_to_end(key)
-            return _SHARDS[key]
+    def load() -> Shard:
         faiss = require("faiss", "ann")
         faiss.omp_set_num_threads(1)  # type: ignore[attr-defined]
-        shard = Shard(index_dir, sid, ef_search, nprobe, tracking_uri)
-        loads += 1
-        _SHARDS[key] = shard
-        while len(_SHARDS) > size:
-            _, old = _SHARDS.popitem(last=False)
-            old.release()
-        return shard
+        return Shard(index_dir, sid, ef_search, nprobe, tracking_uri)
+
+    return SHARDS.get((tracking_uri or "", index_dir, sid, ef_search, nprobe), load,  # type: ignore[no-any-return]
+                      size=cache_size or None)

@@ -33,7 +33,7 @@ def build_recommendation_pipeline(cfg: Config, index_uri: str, be_uri: str | Non
     from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
     from kpspark.registry import models, tracking
     from kpspark.registry.models import pin_alias
-    from kpspark.registry.verify import verify_export
+    from kpspark.artifacts import verify_export
     from kpspark.evaluation.calibration import ThresholdModel
     from kpspark.retrieval.retriever import KeyphraseRetrieverModel
 

@@ -10,7 +10,8 @@ import pytest
 
 from kpspark.config import ClickPositiveConfig
 from kpspark.crossencoder import recipes
-from kpspark.crossencoder.export import ParityError, check_parity
+from kpspark.crossencoder.export import check_parity
+from kpspark.errors import ParityError
 from kpspark.crossencoder.scorer import OnnxCrossEncoderModel, load_scorer
 from kpspark.crossencoder.workflow import run_score_pairs
 from kpspark.data import tables

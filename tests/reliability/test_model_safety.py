@@ -23,7 +23,7 @@ def lake(pipeline, tmp_path, monkeypatch):
 
 def _tampered_champion(cfg, tmp_path, how: str) -> str:
     """Register a copy of the cross-encoder champion with ``how`` done to it, as the new champion."""
-    from kpspark.crossencoder.scorer import local_model_dir
+    from kpspark.artifacts import local_model_dir
     from kpspark.registry import tracking
     from kpspark.registry.pyfunc import log_cross_encoder
 

@@ -211,10 +211,10 @@ def test_the_shard_cache_is_bounded_and_releases_downloads(tmp_path):
     for key in ("a", "b", "c"):
         ix.write_shard(tmp_path, key, np.arange(5), [f"t{i}" for i in range(5)], _unit(rng.normal(size=(5, 4))),
                        IndexParams())
-    ix._SHARDS.clear()
-    before = ix.loads
+    ix.SHARDS.clear()
+    before = ix.SHARDS.loads
     for key in ("a", "b", "a", "c", "a", "b"):
         ix.get_shard(str(tmp_path), ix.shard_id(key), 16, 4, cache_size=2)
     # a, b, (a: hit), c evicts b (least recent), (a: hit), b again: loaded anew, evicting c
-    assert len(ix._SHARDS) == 2 and ix.loads - before == 4
-    ix._SHARDS.clear()
+    assert len(ix.SHARDS.keys()) == 2 and ix.SHARDS.loads - before == 4
+    ix.SHARDS.clear()

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
+from kpspark.cache import ProcessCache
 from kpspark.labeling.backends.base import BACKENDS, JudgeBackend, JudgeResult, PairPrompt
 
 __all__ = ["BACKENDS", "JudgeBackend", "JudgeResult", "PairPrompt", "load_backend", "get_cached_backend"]
 
-_CACHE: dict[str, JudgeBackend] = {}
-_LOCK = threading.Lock()
+_CACHE = ProcessCache("judge backends", size=2)  # an LLM is large: at most two per Python worker
 
 
 def load_backend(name: str, model: str, **options: Any) -> JudgeBackend:
@@ -30,8 +29,5 @@ def load_backend(name: str, model: str, **options: Any) -> JudgeBackend:
 
 def get_cached_backend(name: str, model: str, options_json: str = "{}") -> JudgeBackend:
     """:func:`load_backend`, cached per Python process (executor worker) by its arguments."""
-    key = f"{name}|{model}|{options_json}"
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = load_backend(name, model, **json.loads(options_json or "{}"))
-        return _CACHE[key]
+    return _CACHE.get((name, model, options_json),  # type: ignore[no-any-return]
+                      lambda: load_backend(name, model, **json.loads(options_json or "{}")))

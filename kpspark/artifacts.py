@@ -1,0 +1,131 @@
+"""The model artifact contract, in one place: every export (cross-encoder, bi-encoder, keyphrase index) is a
+folder with a ``kpspark_model.json`` (:data:`META_FILE`: its ``kind``, files, parameters and the SHA-256 of the
+files a loader needs); executors download a registered or logged export once per process (:func:`local_model_dir`).
+
+:func:`verify_export` refuses a broken model before a job writes anything: it downloads the export (the same way
+the executors will) and checks on the driver the ``kind``, that every listed file is present and, when the export
+recorded them, matches its SHA-256; for ONNX models, that the ONNX file loads, that its inputs are the tokenizer's,
+and that the tokenizer's largest token id fits the model's vocabulary (a probe inference: a tokenizer from another
+model is refused here instead of failing, or silently mis-scoring, on executors).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kpspark.cache import ProcessCache
+from kpspark.errors import KPSparkError
+
+META_FILE = "kpspark_model.json"
+_VERIFIED = ProcessCache("verified exports", size=64)  # pinned URIs checked in this process
+_DOWNLOADS = ProcessCache("model downloads", size=32)  # folder paths: cheap to keep
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digests(folder: str | Path, names: list[str]) -> dict[str, str]:
+    """``{name: sha256}`` of files of an export folder (the exporters record them in the metadata)."""
+    return {n: sha256(Path(folder) / n) for n in names if (Path(folder) / n).exists()}
+
+
+def verify_export(model_uri: str, kind: str, precision: str = "int8", tracking_uri: str | None = None
+                  ) -> dict[str, Any]:
+    """Check the export behind ``model_uri`` (see the module doc); a :class:`KPSparkError` naming the
+    model and the problem when it is not usable. Returns what was checked."""
+    if "@" in model_uri:  # an alias may move: checked every time; a pinned version does not change
+        return _verify(model_uri, kind, precision, tracking_uri)
+    return _VERIFIED.get((tracking_uri or "", model_uri, kind, precision),  # type: ignore[no-any-return]
+                         lambda: _verify(model_uri, kind, precision, tracking_uri))
+
+
+def _verify(model_uri: str, kind: str, precision: str, tracking_uri: str | None) -> dict[str, Any]:
+    try:
+        d = local_model_dir(model_uri, tracking_uri)
+        meta = json.loads((d / META_FILE).read_text())
+    except KPSparkError:
+        raise
+    except Exception as e:  # noqa: BLE001 (download / JSON errors: one clear message)
+        raise KPSparkError(f"{model_uri}: cannot read the model's {META_FILE}: {e}") from e
+    if meta.get("kind") != kind:
+        raise KPSparkError(f"{model_uri} is a {meta.get('kind')!r} export, expected {kind!r}")
+    checked: dict[str, Any] = {"uri": model_uri, "kind": kind, "dir": str(d)}
+    for name, digest in (meta.get("sha256") or {}).items():
+        f = d / name
+        if not f.exists():
+            raise KPSparkError(f"{model_uri}: {name} is missing from the model")
+        if sha256(f) != digest:
+            raise KPSparkError(f"{model_uri}: {name} does not match the checksum recorded at export "
+                               "(corrupted or replaced file): refusing to load it")
+    checked["checksums"] = len(meta.get("sha256") or {})
+    if kind in ("cross_encoder", "bi_encoder"):
+        _probe(model_uri, d, meta, precision)
+        checked["probe"] = "ok"
+    return checked
+
+
+def _probe(model_uri: str, d: Path, meta: dict[str, Any], precision: str) -> None:
+    import numpy as np
+
+    from kpspark.onnxutil import load_session, load_tokenizer
+
+    rel = meta.get("files", {}).get(precision)
+    if not rel or not (d / rel).exists():
+        raise KPSparkError(f"{model_uri}: the {precision} ONNX file ({rel}) is missing from the model")
+    tok = load_tokenizer(d, int(meta.get("max_length", 64)))
+    session = load_session(d / rel)  # refuses a corrupt file or inputs other than the tokenizer's
+    top = tok.get_vocab_size() - 1
+    ids = np.array([[0, top, 0]], dtype="int64")
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    try:
+        session.run(None, feeds)
+    except Exception as e:  # noqa: BLE001 (ORT raises its own types)
+        raise KPSparkError(f"{model_uri}: the tokenizer ({top + 1} tokens) does not match the ONNX model "
+                           f"(a probe with token id {top} failed: {str(e)[:200]})") from e
+
+
+def find_export_dir(root: str | os.PathLike[str]) -> Path:
+    """The folder holding ``kpspark_model.json`` under ``root`` (an export or a logged pyfunc)."""
+    root = Path(root)
+    if (root / META_FILE).exists():
+        return root
+    found = sorted(root.rglob(META_FILE))
+    if not found:
+        raise KPSparkError(f"no {META_FILE} under {root}: not a kpspark model export (cross-encoder, bi-encoder or index)")
+    return found[0].parent
+
+
+def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
+    """A local copy of ``model_uri`` (downloaded once per process for registry/run URIs)."""
+    if "://" not in model_uri and not model_uri.startswith(("models:", "runs:")):
+        return find_export_dir(model_uri)
+    if model_uri.startswith("file://"):
+        return find_export_dir(model_uri[len("file://"):])
+    from kpspark.sparkutil import scratch_dir
+
+    def download() -> str:  # one download per executor process: no progress bars in the task logs
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.set_registry_uri(tracking_uri)
+        return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch_dir("kpspark-model-"))
+
+    # the same models:/ URI names another model in another registry
+    return find_export_dir(_DOWNLOADS.get((tracking_uri or "", model_uri), download))
+
+
+def write_export_meta(out: Path, meta: dict[str, Any]) -> None:
+    """Write ``kpspark_model.json`` of an ONNX export (cross- or bi-encoder), with the SHA-256 of the
+    files a loader needs: a corrupted or swapped file is refused at load (:func:`verify_export`)."""
+    meta = {**meta, "sha256": file_digests(out, [*meta["files"].values(), "tokenizer.json"])}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
