@@ -24,9 +24,9 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from kpspark.artifacts import local_model_dir
-from kpspark.crossencoder.scorer import OnnxStageParams
 from kpspark.errors import KPSparkError
-from kpspark.sparkutil import check_input_cols, ensure_parallelism
+from kpspark.onnxstage import OnnxStageParams
+from kpspark.sparkutil import check_input_cols
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -109,13 +109,11 @@ class TextEmbedder(Model, OnnxStageParams, DefaultParamsReadable, DefaultParamsW
 
     def _transform(self, dataset: "DataFrame") -> "DataFrame":
         from pyspark.sql import functions as F
-        from pyspark.sql.functions import pandas_udf
 
         from kpspark.data.schemas import EMBEDDING_TYPE
 
         g = self.getOrDefault
-        if not g(self.modelUri):
-            raise ValueError("TextEmbedder: modelUri is not set")
+        self._check_model_uri()
         if g(self.dim) < 0:
             raise ValueError(f"TextEmbedder: dim must be >= 0, got {g(self.dim)}")
         check_input_cols("TextEmbedder", dataset, {"text": g(self.inputCol), "category": g(self.categoryCol)},
@@ -123,8 +121,4 @@ class TextEmbedder(Model, OnnxStageParams, DefaultParamsReadable, DefaultParamsW
         tracking = self._tracking_for_executors()
         fn = make_embed_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize),
                            g(self.dim))
-        # non-deterministic: keeps the optimizer from evaluating the model twice (see OnnxCrossEncoderModel)
-        udf = pandas_udf(fn, EMBEDDING_TYPE).asNondeterministic()  # type: ignore[call-overload]
-        cat = F.col(g(self.categoryCol)) if g(self.categoryCol) else F.lit(None).cast("string")
-        dataset = ensure_parallelism(dataset, g(self.minPartitions))
-        return dataset.withColumn(g(self.outputCol), udf(F.col(g(self.inputCol)), cat))
+        return self._run_model(dataset, fn, EMBEDDING_TYPE, F.col(g(self.inputCol)), self._category())

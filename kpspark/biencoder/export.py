@@ -19,9 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from kpspark.artifacts import write_export_meta
-from kpspark.errors import ParityError
+from kpspark.errors import ParityError, require
 from kpspark.onnxutil import INPUTS, quantize_int8
-from kpspark.errors import require
 
 logger = logging.getLogger(__name__)
 

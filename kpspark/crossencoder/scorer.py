@@ -26,20 +26,13 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from kpspark.artifacts import META_FILE, local_model_dir
 from kpspark.errors import KPSparkError
-from kpspark.sparkutil import check_input_cols, ensure_parallelism
+from kpspark.onnxstage import OnnxStageParams
+from kpspark.sparkutil import check_input_cols
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
 logger = logging.getLogger(__name__)
-PRECISIONS = ("int8", "fp32")
-
-
-def _to_precision(v: Any) -> str:
-    s = TypeConverters.toString(v)
-    if s not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {s!r}")
-    return s
 
 
 
@@ -85,43 +78,6 @@ def make_score_fn(model_uri: str, precision: str, tracking_uri: str | None, thre
     return score
 
 
-class OnnxStageParams(Params):
-    """Params shared by the ONNX inference stages (cross-encoder scorer, text embedder)."""
-
-    modelUri: Param[str] = Param(Params._dummy(), "modelUri", "models:/name@alias, runs:/..., or an export folder",
-                                 TypeConverters.toString)
-    precision: Param[str] = Param(Params._dummy(), "precision", "int8 or fp32", _to_precision)
-    batchSize: Param[int] = Param(Params._dummy(), "batchSize", "rows per ONNX call (length-sorted)",
-                                  TypeConverters.toInt)
-    threads: Param[int] = Param(Params._dummy(), "threads", "ONNX Runtime threads per Python worker",
-                                TypeConverters.toInt)
-    minPartitions: Param[int] = Param(Params._dummy(), "minPartitions", "repartition inputs with fewer partitions "
-                                      "(0 = default parallelism, -1 = never)", TypeConverters.toInt)
-    trackingUri: Param[str] = Param(Params._dummy(), "trackingUri", "MLflow tracking/registry URI for executors "
-                                    "('' = MLFLOW_TRACKING_URI)", TypeConverters.toString)
-
-    def setModelUri(self, value: str) -> Any:
-        """Set the model URI or folder."""
-        return self._set(modelUri=value)
-
-    def setPrecision(self, value: str) -> Any:
-        """Set ``int8`` or ``fp32``."""
-        return self._set(precision=value)
-
-    def setBatchSize(self, value: int) -> Any:
-        """Set rows per ONNX call."""
-        return self._set(batchSize=value)
-
-    def resolvedModelUri(self) -> str:
-        """``modelUri`` with a registry alias pinned to its current version."""
-        from kpspark.registry.models import pin_alias
-
-        return pin_alias(self.getOrDefault(self.modelUri), self.getOrDefault(self.trackingUri))
-
-    def _tracking_for_executors(self) -> str:
-        import mlflow
-
-        return self.getOrDefault(self.trackingUri) or mlflow.get_tracking_uri()
 
 
 class OnnxCrossEncoderModel(Model, OnnxStageParams, DefaultParamsReadable, DefaultParamsWritable):
@@ -155,19 +111,13 @@ class OnnxCrossEncoderModel(Model, OnnxStageParams, DefaultParamsReadable, Defau
 
     def _transform(self, dataset: "DataFrame") -> "DataFrame":
         from pyspark.sql import functions as F
-        from pyspark.sql.functions import pandas_udf
 
         g = self.getOrDefault
-        if not g(self.modelUri):
-            raise ValueError("OnnxCrossEncoderModel: modelUri is not set")
+        self._check_model_uri()
         check_input_cols("OnnxCrossEncoderModel", dataset,
                          {"keyphrase": g(self.keyphraseCol), "title": g(self.titleCol), "category": g(self.categoryCol)},
                          outputs=[g(self.outputCol)], optional=["category"])
         tracking = self._tracking_for_executors()
         fn = make_score_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize))
-        # non-deterministic so the optimizer never copies the call into a pushed-down filter: int8 scores depend on
-        # batch-mates, and a copy would score every row twice and filter on different numbers than it outputs
-        udf = pandas_udf(fn, "double").asNondeterministic()  # type: ignore[call-overload]
-        cat = F.col(g(self.categoryCol)) if g(self.categoryCol) else F.lit(None).cast("string")
-        dataset = ensure_parallelism(dataset, g(self.minPartitions))
-        return dataset.withColumn(g(self.outputCol), udf(F.col(g(self.keyphraseCol)), cat, F.col(g(self.titleCol))))
+        return self._run_model(dataset, fn, "double", F.col(g(self.keyphraseCol)), self._category(),
+                               F.col(g(self.titleCol)))
