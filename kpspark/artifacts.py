@@ -103,25 +103,33 @@ def find_export_dir(root: str | os.PathLike[str]) -> Path:
     return found[0].parent
 
 
-def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
-    """A local copy of ``model_uri`` (downloaded once per process for registry/run URIs)."""
-    if "://" not in model_uri and not model_uri.startswith(("models:", "runs:")):
-        return find_export_dir(model_uri)
-    if model_uri.startswith("file://"):
-        return find_export_dir(model_uri[len("file://"):])
+def is_artifact_uri(location: str) -> bool:
+    """True for an MLflow artifact location (``runs:/``, ``models:/``, ``mlflow-artifacts:/``, ``s3://`` ...);
+    False for a folder (a plain path or ``file://``)."""
+    return ("://" in location or location.startswith(("runs:", "models:"))) and not location.startswith("file://")
+
+
+def download(uri: str, tracking_uri: str | None, prefix: str) -> Path:
+    """A local copy of the artifact ``uri`` (a file or a folder) in a fresh scratch folder of this process,
+    through the tracking server ``tracking_uri`` (no progress bars in task logs)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
     from kpspark.sparkutil import scratch_dir
 
-    def download() -> str:  # one download per executor process: no progress bars in the task logs
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        import mlflow
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=scratch_dir(prefix)))
 
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-            mlflow.set_registry_uri(tracking_uri)
-        return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch_dir("kpspark-model-"))
 
+def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
+    """A local copy of ``model_uri`` (downloaded once per process for registry/run URIs)."""
+    if not is_artifact_uri(model_uri):
+        return find_export_dir(model_uri.removeprefix("file://"))
     # the same models:/ URI names another model in another registry
-    return find_export_dir(_DOWNLOADS.get((tracking_uri or "", model_uri), download))
+    return find_export_dir(_DOWNLOADS.get((tracking_uri or "", model_uri),
+                                          lambda: download(model_uri, tracking_uri, "kpspark-model-")))
 
 
 def write_export_meta(out: Path, meta: dict[str, Any]) -> None:

@@ -335,7 +335,7 @@ def _validate(tree: Mapping[str, Any]) -> Config:
     for cls in _sections(Config):
         cls.__pydantic_config__ = strict_keys  # type: ignore[attr-defined]
     try:
-        return TypeAdapter(Config).validate_python(tree)
+        return TypeAdapter(Config).validate_python(_string_maps(Config, tree))
     except ValidationError as e:
         msgs = []
         for err in e.errors():
@@ -347,6 +347,22 @@ def _validate(tree: Mapping[str, Any]) -> Config:
             else:
                 msgs.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("; ".join(msgs)) from None
+
+
+def _string_maps(cls: Any, tree: Any) -> Any:
+    """``tree`` with the values of string-valued mappings (``spark.conf``) as Spark writes them: YAML's
+    ``false`` -> ``"false"``, ``8`` -> ``"8"``."""
+    if not isinstance(tree, Mapping) or not dataclasses.is_dataclass(cls):
+        return tree
+    hints = typing.get_type_hints(cls)
+    out = dict(tree)
+    for name, value in tree.items():
+        hint = hints.get(name)
+        if dataclasses.is_dataclass(hint):
+            out[name] = _string_maps(hint, value)
+        elif _mapping_field(cls, name) and typing.get_args(hint)[1:] == (str,) and isinstance(value, Mapping):
+            out[name] = {k: str(v).lower() if isinstance(v, bool) else v for k, v in value.items()}
+    return out
 
 
 def _sections(cls: Any) -> list[Any]:

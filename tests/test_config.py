@@ -27,6 +27,8 @@ def test_numbers_in_any_yaml_spelling():
     assert cfg.cross_encoder.lr == 5e-5 and cfg.bi_encoder.lr == 1e-4
     assert cfg.cross_encoder.epochs == 3.0 and isinstance(cfg.cross_encoder.epochs, float)
     assert load_config(overrides=["bi_encoder.dims=[256, 64]"]).bi_encoder.dims == (256, 64)
+    conf = load_config(overrides=["spark.conf.spark.ui.enabled=false", "spark.conf.spark.sql.shuffle.partitions=8"])
+    assert conf.spark.conf["spark.ui.enabled"] == "false" and conf.spark.conf["spark.sql.shuffle.partitions"] == "8"
 
 
 def test_overrides_are_typed_and_nested():

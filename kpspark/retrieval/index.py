@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kpspark.artifacts import META_FILE
+from kpspark.artifacts import META_FILE, download, is_artifact_uri
 from kpspark.cache import ProcessCache
 from kpspark.errors import KPSparkError, require
 
@@ -95,12 +95,6 @@ def write_shard(out_dir: str | os.PathLike[str], key: str, ids: np.ndarray, text
     pd.DataFrame({"keyphrase_id": np.asarray(ids, dtype="int64"), "keyphrase": texts}).to_parquet(
         out / f"{sid}.parquet", index=False)
     return {"key": key, "sid": sid, "n": int(len(ids)), "kind": kind, "dim": int(emb.shape[1])}
-
-
-def is_artifact_uri(location: str) -> bool:
-    """True for an MLflow artifact location (``runs:/``, ``models:/``, ``mlflow-artifacts:/``, ``s3://`` ...);
-    False for a folder (a plain path or ``file://``)."""
-    return ("://" in location or location.startswith(("runs:", "models:"))) and not location.startswith("file://")
 
 
 def _folder(location: str) -> Path:
@@ -178,17 +172,8 @@ def _fetch(location: str, tracking_uri: str | None, name: str) -> Path:
     """A local copy of one file of an index location (folders are read in place)."""
     if not is_artifact_uri(location):
         return _folder(location) / name
-    import mlflow
-
-    from kpspark.sparkutil import scratch_dir
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location.rstrip('/')}/{name}",
-                                                        dst_path=scratch_dir("kpspark-shard-")))
+        return download(f"{location.rstrip('/')}/{name}", tracking_uri, "kpspark-shard-")
     except Exception as e:
         raise KPSparkError(f"cannot download {name} of the keyphrase index {location}: {e}") from e
 

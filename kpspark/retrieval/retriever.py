@@ -117,7 +117,8 @@ class KeyphraseRetriever(Estimator, _RetrieverParams, DefaultParamsReadable, Def
 
         self._check()
         g = self.getOrDefault
-        from kpspark.retrieval.index import is_artifact_uri, run_artifact_dest
+        from kpspark.artifacts import is_artifact_uri
+        from kpspark.retrieval.index import run_artifact_dest
 
         location, tracking = g(self.indexDir), g(self.trackingUri) or None
         if not location:
