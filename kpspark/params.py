@@ -109,3 +109,21 @@ def set_params(stage: Params, params: dict[str, Any]) -> Any:
         raise TypeError(f"{type(stage).__name__} has no param {unknown}; its params: "
                         f"{sorted(p.name for p in stage.params)}")
     return stage._set(**params)
+
+
+@dataclasses.dataclass
+class TrainingSummary:
+    """What a training estimator's ``fit`` did, on the model it returns (``model.summary``): the export folder,
+    the trainer's figures (``train_loss``, ``eval_loss``, ``steps`` ...), the export's parity figures, the row
+    counts and the validation fold itself (the held-out items' rows, as pandas), so callers evaluate on exactly
+    the rows the model never trained on without splitting again."""
+
+    export_dir: str
+    figures: dict[str, Any]
+    parity: dict[str, Any]
+    train_rows: int
+    validation: Any = dataclasses.field(repr=False)  # pandas.DataFrame
+
+    @property
+    def validation_rows(self) -> int:
+        return len(self.validation)

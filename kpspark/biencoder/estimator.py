@@ -22,7 +22,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from kpspark.biencoder.embedder import TextEmbedder
 from kpspark.biencoder.text import TASKS
 from kpspark.config import BiEncoderTraining
-from kpspark.params import TrainingParams, hyperparams_mixin, set_params
+from kpspark.params import TrainingParams, TrainingSummary, hyperparams_mixin, set_params
 
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,6 +94,6 @@ class BiEncoderEstimator(Estimator, TrainingParams, hyperparams_mixin(BiEncoderT
         export_dir, parity = export_with_parity(res["model_dir"], out / "export", texts, cfg.max_length, cfg.dims)
         uri, tracking = shareable_export(str(export_dir)) if g(self.logToRun) else (str(export_dir), "")
         model = TextEmbedder(modelUri=uri, trackingUri=tracking, inputCol="title", categoryCol="category")
-        model.export_dir = str(export_dir)  # type: ignore[attr-defined]
-        model.training_summary = {**res, "validation_rows": len(val), "parity": parity.__dict__}  # type: ignore[attr-defined]
+        model.summary = TrainingSummary(  # type: ignore[attr-defined]
+            export_dir=str(export_dir), figures=res, parity=parity.__dict__, train_rows=len(train), validation=val)
         return model

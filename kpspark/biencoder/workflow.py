@@ -150,16 +150,14 @@ def run_train_bi_encoder(cfg: Config, spark: "SparkSession", recipe: str | None 
         mlflow.log_params({"be_recipe": recipe, "be_tasks": ",".join(tasks),
                            **{f"be_rows.{k}": v for k, v in counts.items()}})
         model = est.fit(rows)
-        summary = model.training_summary  # type: ignore[attr-defined]
+        summary = model.summary  # type: ignore[attr-defined]
         export_dir = model.getOrDefault(model.modelUri)
-        _, val = est.split(rows)
-        recall = evaluate_recall(spark, cfg, export_dir, sorted({int(i) for i in val["item_id"]}))
-        figures: dict[str, float] = {"be_train_loss": summary["train_loss"], "be_steps": summary["steps"],
-                                     "be_validation_rows": summary["validation_rows"],
-                                     **{f"be_{k}": v for k, v in summary.get("eval", {}).items()},
-                                     "be_parity_fp32_max_abs_diff": summary["parity"]["fp32_max_abs_diff"],
-                                     "be_parity_int8_mean_cosine": summary["parity"]["int8_mean_cosine"],
-                                     "be_parity_int8_min_cosine": summary["parity"]["int8_min_cosine"]}
+        recall = evaluate_recall(spark, cfg, export_dir, sorted({int(i) for i in summary.validation["item_id"]}))
+        figures: dict[str, float] = {"be_train_loss": summary.figures["train_loss"], "be_steps": summary.figures["steps"],
+                                     "be_validation_rows": summary.validation_rows,
+                                     **{f"be_{k}": v for k, v in summary.figures.get("eval", {}).items()},
+                                     **{f"be_parity_{k}": summary.parity[k] for k in
+                                        ("fp32_max_abs_diff", "int8_mean_cosine", "int8_min_cosine")}}
         for r in recall:
             for k in be.recall_k:
                 v = r.get(f"recall@{k}")

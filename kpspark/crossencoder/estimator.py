@@ -19,7 +19,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from kpspark.config import CrossEncoderTraining
 from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
-from kpspark.params import TrainingParams, hyperparams_mixin, set_params
+from kpspark.params import TrainingParams, TrainingSummary, hyperparams_mixin, set_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -68,7 +68,6 @@ class CrossEncoderEstimator(Estimator, TrainingParams, hyperparams_mixin(CrossEn
         export_dir, parity = export_with_parity(res["model_dir"], out / "export", a, b, cfg.max_length)
         uri, tracking = shareable_export(str(export_dir)) if g(self.logToRun) else (str(export_dir), "")
         model = OnnxCrossEncoderModel(modelUri=uri, trackingUri=tracking)
-        model.export_dir = str(export_dir)  # type: ignore[attr-defined]
-        model.training_summary = {**res, "train_rows": len(train), "validation_rows": len(val),  # type: ignore[attr-defined]
-                                  "parity": parity.__dict__}
+        model.summary = TrainingSummary(  # type: ignore[attr-defined]
+            export_dir=str(export_dir), figures=res, parity=parity.__dict__, train_rows=len(train), validation=val)
         return model

@@ -79,14 +79,13 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
         mlflow.log_params({"recipe": recipe, **{f"rows.{k}": v for k, v in counts.items()}})
         mlflow.log_metric("ce_class_balance", pos / n)
         model = est.fit(data)
-        summary = model.training_summary  # type: ignore[attr-defined]
+        summary = model.summary  # type: ignore[attr-defined]
         export_dir = model.getOrDefault(model.modelUri)
-        _, val = est.split(data)
         scorer = OnnxPairScorer(Path(export_dir) / "model.int8.onnx", export_dir, ce.max_length, threads=0)
-        figures = {"ce_train_loss": summary["train_loss"], "ce_eval_loss": summary["eval_loss"],
-                   "ce_train_rows": summary["train_rows"], "ce_validation_rows": summary["validation_rows"],
-                   **{f"ce_parity_{k}": v for k, v in summary["parity"].items()},
-                   **_validation_metrics(spark, cfg, val, scorer)}
+        figures = {"ce_train_loss": summary.figures["train_loss"], "ce_eval_loss": summary.figures["eval_loss"],
+                   "ce_train_rows": summary.train_rows, "ce_validation_rows": summary.validation_rows,
+                   **{f"ce_parity_{k}": v for k, v in summary.parity.items()},
+                   **_validation_metrics(spark, cfg, summary.validation, scorer)}
         mlflow.log_metrics({k: float(v) for k, v in figures.items()})
         info = log_cross_encoder(export_dir, precision=ce.precision)
         version = models.register(cfg, info.model_uri, name, alias=cfg.models.candidate_alias,
