@@ -190,9 +190,11 @@ def run_calibrate_evaluate(cfg: Config, spark: "SparkSession") -> dict[str, Any]
     """The offline evaluation report (the paper's Table 1 for every recipe, agreement, debiasing,
     retrieval, plots; HTML under ``evaluation.output_dir`` and in MLflow), then the promotion gate:
     ``challenger`` replaces ``champion`` only if no gate metric regresses."""
+    from kpspark.crossencoder.workflow import train_missing_recipes
     from kpspark.evaluation.report import run_evaluate, run_gate
 
-    out = run_evaluate(cfg, spark)
+    skipped = train_missing_recipes(cfg, spark) if cfg.evaluation.train_missing else {}
+    out = run_evaluate(cfg, spark, skipped=skipped)
     out["gate"] = run_gate(cfg, spark, promote=True)
     return out
 

@@ -2,13 +2,13 @@
 
 Steps, all from the lakehouse and the registry:
 
-1. **Evaluation frames** (Spark): the click log aggregated per pair (clicks, sales) and the
+1. **Evaluation frames** (Spark): the click positives (:func:`kpspark.rules.click_positives`: clicks, sales) and the
    recommendation segment (the ``pairs`` table with the search engine's pass/fail, ground truth and
    human labels where present), on the items every estimator held out for validation
    (``evaluation.holdout``), each sampled by a hash of the pair to ``evaluation.max_pairs``.
 2. **Variants**: the Jaccard baseline and one cross-encoder per recipe in ``evaluation.recipes``
-   (the registered version; with ``train_missing`` a recipe without one is trained first, and a
-   recipe whose data is unusable is listed as skipped with the reason). Scores come from the same
+   (the registered version; the evaluation never trains: with ``train_missing`` the workflow trains the
+   missing recipes before it, and a recipe whose data is unusable is listed as skipped with the reason). Scores come from the same
    ``OnnxCrossEncoderModel`` stage the jobs use.
 3. **Table** (:mod:`kpspark.evaluation.offline`): per variant the 95%-click threshold, keyphrases
    kept, sales kept, search pass rate (relative to ``evaluation.baseline``, the paper's Table 1) and
@@ -90,29 +90,19 @@ def eval_frames(spark: "SparkSession", cfg: Config) -> tuple["DataFrame", "DataF
     return clicks, seg
 
 
-def resolve_variants(spark: "SparkSession", cfg: Config, train_missing: bool | None = None
-                     ) -> tuple[dict[str, str], dict[str, str]]:
-    """``({recipe: models:/name/version}, {recipe: why skipped})`` for ``evaluation.recipes``."""
-    from kpspark.errors import ParityError
-    from kpspark.crossencoder.workflow import model_name_for, run_train_cross_encoder
+def resolve_variants(cfg: Config) -> tuple[dict[str, str], dict[str, str]]:
+    """``({recipe: models:/name/version}, {recipe: why skipped})`` for ``evaluation.recipes``: the registered
+    versions (serving alias, else candidate alias). The evaluation never trains: the workflow trains missing
+    recipes before it (:func:`kpspark.crossencoder.workflow.train_missing_recipes`)."""
+    from kpspark.crossencoder.workflow import model_name_for
     from kpspark.registry import models
 
-    train_missing = cfg.evaluation.train_missing if train_missing is None else train_missing
     uris, skipped = {}, {}
     for recipe in cfg.evaluation.recipes:
         name = model_name_for(cfg, recipe)
         version = None
         for alias in (cfg.models.serving_alias, cfg.models.candidate_alias):
             version = version or models.get_version(cfg, name, alias)
-        if version is None and train_missing:
-            try:
-                version = run_train_cross_encoder(cfg, spark, recipe=recipe)["version"]
-            except ParityError as e:  # trained, but the int8 export does not match fp32: not registered
-                skipped[recipe] = f"trained, not registered: {e}"
-                continue
-            except ValueError as e:  # the recipe's data has no usable mix of labels
-                skipped[recipe] = str(e)
-                continue
         if version is None:
             skipped[recipe] = f"no registered version of {name} (train it or set evaluation.train_missing)"
             continue
@@ -366,15 +356,18 @@ def write_html(out: Path, table: pd.DataFrame, baseline: str, skipped: dict[str,
 # ----------------------------------------------------------------------------------------------- workflows
 
 def run_evaluate(cfg: Config, spark: "SparkSession", output_dir: str | None = None,
-                 extra_uris: dict[str, str] | None = None) -> dict[str, Any]:
-    """Score every variant, write and log the report; returns the table rows and file paths."""
+                 extra_uris: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """Score every registered variant, write and log the report; returns the table rows and file paths.
+    ``skipped``: recipes the caller could not train, with the reason (they are listed in the report)."""
     import mlflow
 
     from kpspark.registry import tracking
 
     t0 = time.time()
     ev = cfg.evaluation
-    uris, skipped = resolve_variants(spark, cfg)
+    uris, missing = resolve_variants(cfg)
+    missing.update(skipped or {})
+    skipped = missing
     uris.update(extra_uris or {})
     clicks, segment = eval_frames(spark, cfg)
     cp, sp = score_frames(spark, cfg, clicks, segment, uris)
