@@ -113,13 +113,8 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession") -> dict[str, Any
     """Train ``cross_encoder.recipe``, export with parity, log, register as the candidate alias; the
     first model of a name is also made the serving alias (nothing to compare it with yet)."""
     from kpspark.crossencoder.workflow import run_train_cross_encoder as train
-    from kpspark.registry import models
 
-    out = train(cfg, spark)
-    if models.get_version(cfg, out["model"], cfg.models.serving_alias) is None:
-        models.set_alias(cfg, out["model"], cfg.models.serving_alias, out["version"])
-        out["promoted"] = cfg.models.serving_alias
-    return out
+    return train(cfg, spark)
 
 
 def run_score_pairs(cfg: Config, spark: "SparkSession") -> dict[str, Any]:

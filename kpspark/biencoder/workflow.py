@@ -166,12 +166,11 @@ def run_train_bi_encoder(cfg: Config, spark: "SparkSession", recipe: str | None 
         mlflow.log_metrics({k: float(v) for k, v in figures.items()})
         mlflow.log_dict({"recipe": recipe, "rows": counts, "recall": recall}, "bi_encoder_recall.json")
         info = log_bi_encoder(export_dir, precision=be.precision)
-        version = models.register(cfg, info.model_uri, name, alias=cfg.models.candidate_alias,
-                                  tags={"recipe": recipe, "run_id": run.info.run_id})
-        if models.get_version(cfg, name, cfg.models.serving_alias) is None:
-            models.set_alias(cfg, name, cfg.models.serving_alias, version)
+        version, promoted = models.register_candidate(cfg, info.model_uri, name,
+                                                      tags={"recipe": recipe, "run_id": run.info.run_id})
     rows.unpersist()
-    return {"recipe": recipe, "run_id": run.info.run_id, "model": name, "version": version, "rows": counts,
+    return {"recipe": recipe, "run_id": run.info.run_id, "model": name, "version": version, "promoted": promoted,
+            "rows": counts,
             "recall": recall, "export_dir": export_dir, "output_dir": str(out_dir), "seconds": round(time.time() - t0, 1), **figures}
 
 

@@ -88,9 +88,9 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
                    **_validation_metrics(spark, cfg, summary.validation, scorer)}
         mlflow.log_metrics({k: float(v) for k, v in figures.items()})
         info = log_cross_encoder(export_dir, precision=ce.precision)
-        version = models.register(cfg, info.model_uri, name, alias=cfg.models.candidate_alias,
-                                  tags={"recipe": recipe, "run_id": run.info.run_id})
-    return {"recipe": recipe, "run_id": run.info.run_id, "model": name, "version": version,
+        version, promoted = models.register_candidate(cfg, info.model_uri, name,
+                                                      tags={"recipe": recipe, "run_id": run.info.run_id})
+    return {"recipe": recipe, "run_id": run.info.run_id, "model": name, "version": version, "promoted": promoted,
             "rows": counts, "output_dir": str(out_dir), "seconds": round(time.time() - t0, 1), **figures}
 
 

@@ -41,6 +41,17 @@ def register(cfg: Config, source_uri: str, name: str, alias: str | None = None,
     return str(mv.version)
 
 
+def register_candidate(cfg: Config, source_uri: str, name: str, tags: dict[str, str] | None = None
+                       ) -> tuple[str, str | None]:
+    """Register a newly trained model as ``name@<candidate alias>``; the first version of a name is also made
+    the serving alias (nothing to compare it with yet). Returns (version, the serving alias when it moved)."""
+    version = register(cfg, source_uri, name, alias=cfg.models.candidate_alias, tags=tags)
+    if get_version(cfg, name, cfg.models.serving_alias) is None:
+        set_alias(cfg, name, cfg.models.serving_alias, version)
+        return version, cfg.models.serving_alias
+    return version, None
+
+
 def set_alias(cfg: Config, name: str, alias: str, version: str | int) -> None:
     """Point ``name@alias`` at ``version``."""
     client(cfg).set_registered_model_alias(name, alias, str(version))
