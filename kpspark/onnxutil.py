@@ -64,3 +64,21 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike
     finally:
         root.setLevel(level)
     return Path(out_path)
+
+
+def export_torch(module: Any, example: Any, tokenizer: Any, out_dir: str | os.PathLike[str], output: str,
+                 opset: int = 17) -> Path:
+    """Export a torch ``module(input_ids, attention_mask, token_type_ids) -> output`` to ``out_dir/model.onnx``
+    with dynamic batch and sequence axes (``example``: a tokenizer encoding to trace with), and save the
+    tokenizer beside it. The one ONNX export both model families use."""
+    torch = require("torch", "train")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dyn: dict[str, dict[int, str]] = {n: {0: "batch", 1: "seq"} for n in INPUTS}
+    dyn[output] = {0: "batch"}
+    with torch.no_grad():  # type: ignore[attr-defined]
+        torch.onnx.export(module.eval(), tuple(example[n] for n in INPUTS), str(out / "model.onnx"),  # type: ignore[attr-defined]
+                          input_names=list(INPUTS), output_names=[output], dynamic_axes=dyn, opset_version=opset,
+                          dynamo=False)
+    tokenizer.save_pretrained(out)
+    return out / "model.onnx"

@@ -20,7 +20,7 @@ import numpy as np
 
 from kpspark.artifacts import write_export_meta
 from kpspark.errors import ParityError, require
-from kpspark.onnxutil import INPUTS, quantize_int8
+from kpspark.onnxutil import INPUTS, export_torch, quantize_int8
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     and the tokenizer files to ``out_dir``."""
     torch = require("torch", "train")
     transformers = require("transformers", "train")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     hf = transformers.AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()  # type: ignore[attr-defined]
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)  # type: ignore[attr-defined]
 
@@ -59,14 +57,7 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
 
     ex = tok(["a red iphone case", "OtterBox Defender Case for iPhone 11 [SEP] Cell Phones"], padding=True,
              return_tensors="pt")
-    dyn = {n: {0: "batch", 1: "seq"} for n in INPUTS}
-    dyn["embedding"] = {0: "batch"}
-    with torch.no_grad():  # type: ignore[attr-defined]
-        torch.onnx.export(Pooled(hf), (ex["input_ids"], ex["attention_mask"], ex["token_type_ids"]),  # type: ignore[attr-defined]
-                          str(out / "model.onnx"), input_names=list(INPUTS), output_names=["embedding"],
-                          dynamic_axes=dyn, opset_version=opset, dynamo=False)
-    tok.save_pretrained(out)
-    return out / "model.onnx"
+    return export_torch(Pooled(hf), ex, tok, out_dir, "embedding", opset)
 
 
 def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 
 from kpspark.artifacts import write_export_meta
 from kpspark.errors import ParityError, require
-from kpspark.onnxutil import INPUTS, quantize_int8
+from kpspark.onnxutil import INPUTS, export_torch, quantize_int8
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     """Export the HF model in ``model_dir`` to ``out_dir/model.onnx`` (+ tokenizer files)."""
     torch = require("torch", "train")
     transformers = require("transformers", "train")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(  # type: ignore[attr-defined]
         model_dir, attn_implementation="eager").eval()
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)  # type: ignore[attr-defined]
@@ -54,14 +52,7 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
             return self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
 
-    dyn = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-           "token_type_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch"}}
-    with torch.no_grad():  # type: ignore[attr-defined]
-        torch.onnx.export(Wrapper(model), (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]),  # type: ignore[attr-defined]
-                          str(out / "model.onnx"), input_names=list(INPUTS), output_names=["logits"],
-                          dynamic_axes=dyn, opset_version=opset, dynamo=False)
-    tok.save_pretrained(out)
-    return out / "model.onnx"
+    return export_torch(Wrapper(model), enc, tok, out_dir, "logits", opset)
 
 
 
