@@ -201,14 +201,19 @@ def run_demo(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     train the multi-task bi-encoder student on clicks + search + the cross-encoder's scores, embed
     items and keyphrases, recommend keyphrases per item (de-duplicate, ANN, CE filter) and write the
     offline evaluation report. Returns what each step did."""
-    out: dict[str, Any] = {"sample": run_generate_sample(cfg, spark)}
-    out["baseline"] = run_baseline(cfg, spark)
-    out["labels"] = run_label_pairs(cfg, spark)
-    out["cross_encoder"] = run_train_cross_encoder(cfg, spark)
-    out["scores"] = run_score_pairs(cfg, spark)
-    out["bi_encoder"] = run_train_bi_encoder(cfg, spark)
-    out["embeddings"] = run_embed(cfg, spark)
-    out["recommendations"] = run_full_batch(cfg, spark)  # also the daily diff's starting point
-    if cfg.evaluation.recipes:
-        out["evaluation"] = run_calibrate_evaluate(cfg, spark)
+    steps: list[tuple[str, Any]] = [
+        ("sample", run_generate_sample), ("baseline", run_baseline), ("labels", run_label_pairs),
+        ("cross_encoder", run_train_cross_encoder), ("scores", run_score_pairs),
+        ("bi_encoder", run_train_bi_encoder), ("embeddings", run_embed),
+        ("recommendations", run_full_batch),  # also the daily diff's starting point
+        *([("evaluation", run_calibrate_evaluate)] if cfg.evaluation.recipes else [])]
+    out: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for i, (name, step) in enumerate(steps, 1):
+        logger.info("demo step %d/%d: %s", i, len(steps), name)
+        t0 = time.time()
+        out[name] = step(cfg, spark)
+        seconds[name] = round(time.time() - t0, 1)
+        logger.info("demo step %d/%d: %s done in %.1fs", i, len(steps), name, seconds[name])
+    out["step_seconds"] = seconds
     return out
