@@ -162,8 +162,11 @@ def test_a_diff_over_items_changed_and_changed_back_reproduces_the_full_batch_ro
     # revised, then revised back: the diff recomputes these items from content the full batch saw
     tables.upsert(spark, lake, "items", items.withColumn("title", F.concat(F.col("title"), F.lit(" (v2)"))))
     tables.upsert(spark, lake, "items", spark.createDataFrame(orig, items.schema))
+    state = diff.read_state(spark, lake)[diff.ITEMS_STATE]
     res = diff.run_daily_diff(lake, spark)
     assert res["changed"] and res["items_upserted"] == len(ids) and res["keyphrases_upserted"] == 0
+    after_state = diff.read_state(spark, lake)[diff.ITEMS_STATE]  # the next diff filters the same way
+    assert after_state["category_thresholds"] == state["category_thresholds"] != {}
     after = tables.read_table(spark, lake, "recommendations").toPandas()
     key = ["item_id", "keyphrase_id"]
     both = after.merge(before, on=key, suffixes=("", "_before"))
@@ -172,7 +175,6 @@ def test_a_diff_over_items_changed_and_changed_back_reproduces_the_full_batch_ro
     assert (both["ce_score"] - both["ce_score_before"]).abs().max() < 5e-3
     # int8 scores move slightly with their batch-mates (dynamic quantization): a row may cross its threshold only
     # when it sits at it; everything else is the full batch's row, at the full batch's rank
-    state = diff.read_state(spark, lake)[diff.ITEMS_STATE]
     cats = tables.read_table(spark, lake, "items").select("item_id", "category").toPandas()
     odd = pd.concat([after, before]).drop_duplicates(key, keep=False).merge(cats, on="item_id")
     need = odd["category"].map(state["category_thresholds"]).fillna(state["threshold"])

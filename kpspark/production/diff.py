@@ -249,8 +249,8 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
             tables.delete_keys(spark, cfg, "keyphrase_embeddings", kp_dels)
         index_uri = run_build_index(cfg, spark)["index_uri"]  # the next changed items see the new keyphrases
     lap("embeddings")
-    pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold,
-                                         category_thresholds=details.get("category_thresholds") or {})
+    category_thresholds = details.get("category_thresholds") or {}  # carried to the next state: diff after diff
+    pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold, category_thresholds=category_thresholds)
 
     with tracking.start_run(cfg, "daily-diff", spark=spark, tables=["items", "keyphrases", "recommendations"],
                             tags={"kind": "daily_diff"}) as run:
@@ -273,7 +273,8 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
         if fail_after == "merge":
             raise RuntimeError("injected failure after the recommendations MERGE (state not advanced)")
         write_state(spark, cfg, {ITEMS_STATE: v1_items, KEYPHRASES_STATE: v1_kps},
-                    {"index_uri": index_uri, "threshold": threshold, "run_id": run.info.run_id, "job": "daily_diff",
+                    {"index_uri": index_uri, "threshold": threshold, "category_thresholds": category_thresholds,
+                     "run_id": run.info.run_id, "job": "daily_diff",
                      "recommendations_version": tables.version(spark, cfg, "recommendations")})
         lap("state")
         figures = {**counts, **merged, "seconds": round(time.time() - t0, 1)}
