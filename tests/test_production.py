@@ -151,10 +151,15 @@ def test_streaming_updates_revised_items_once_per_batch_and_restarts_from_its_ch
 
 def test_a_diff_over_items_changed_and_changed_back_reproduces_the_full_batch_rows(spark, pipeline, tmp_path):
     """Full batch, diff and stream cut each item's list with the one top-n rule (kpspark.rules.top_n): items
-    revised and revised back go through the diff's own path (stored embeddings, the same filter with
-    the state's per-category thresholds) and come out with the full batch's rows, rank for rank."""
+    revised and revised back go through the diff's own path (stored embeddings, the same filter with the state's
+    per-category thresholds) and come out with the full batch's rows, rank for rank. fp32 models on both sides:
+    int8 outputs move with their batch-mates (dynamic quantization), which blurs rows at the threshold, the top-n
+    cut and the top-k candidates (an int8 run saw 10 such rows of 8 items)."""
     cfg, _, _ = pipeline
     lake = _copy(cfg, cfg.lakehouse.root, tmp_path / "lake")
+    lake = dataclasses.replace(lake, cross_encoder=dataclasses.replace(lake.cross_encoder, precision="fp32"),
+                               bi_encoder=dataclasses.replace(lake.bi_encoder, precision="fp32"))
+    diff.run_full_batch(lake, spark)
     before = tables.read_table(spark, lake, "recommendations").toPandas()
     ids = sorted(before["item_id"].unique())[:8]
     items = tables.read_table(spark, lake, "items").where(F.col("item_id").isin([int(i) for i in ids]))
@@ -168,16 +173,10 @@ def test_a_diff_over_items_changed_and_changed_back_reproduces_the_full_batch_ro
     after_state = diff.read_state(spark, lake)[diff.ITEMS_STATE]  # the next diff filters the same way
     assert after_state["category_thresholds"] == state["category_thresholds"] != {}
     after = tables.read_table(spark, lake, "recommendations").toPandas()
-    key = ["item_id", "keyphrase_id"]
-    both = after.merge(before, on=key, suffixes=("", "_before"))
-    assert (both["retriever_version"] == both["retriever_version_before"]).all()
-    assert (both["ce_version"] == both["ce_version_before"]).all()
-    assert (both["ce_score"] - both["ce_score_before"]).abs().max() < 2e-2  # int8: batch-mates move scores
-    # int8 scores move slightly with their batch-mates (dynamic quantization): a row may cross its threshold only
-    # when it sits within that noise of it; everything else is the full batch's row, at the full batch's rank
-    cats = tables.read_table(spark, lake, "items").select("item_id", "category").toPandas()
-    odd = pd.concat([after, before]).drop_duplicates(key, keep=False).merge(cats, on="item_id")
-    need = odd["category"].map(state["category_thresholds"]).fillna(state["threshold"])
-    assert len(odd) <= 2 and ((odd["ce_score"] - need).abs() < 2e-2).all(), odd
-    revised = both[both["item_id"].isin(ids) & ~both["item_id"].isin(odd["item_id"])]
-    assert revised["item_id"].nunique() >= len(ids) - 2 and (revised["rank"] == revised["rank_before"]).all()
+    cols = ["item_id", "keyphrase_id", "keyphrase", "rank", "retriever_version", "ce_version"]
+    got = after[cols].sort_values(cols).reset_index(drop=True)
+    want = before[cols].sort_values(cols).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)
+    both = after.merge(before, on=["item_id", "keyphrase_id"], suffixes=("", "_before"))
+    assert (both["ce_score"] - both["ce_score_before"]).abs().max() < 1e-4
+    assert set(after.loc[after["item_id"].isin(ids), "run_id"]) <= {res["run_id"], before["run_id"].iloc[0]}
