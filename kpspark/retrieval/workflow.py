@@ -29,12 +29,12 @@ def build_recommendation_pipeline(cfg: Config, index_uri: str, be_uri: str | Non
     (default ``retrieval.threshold``)."""
     from pyspark.ml import PipelineModel
 
+    from kpspark.artifacts import verify_export
     from kpspark.biencoder.embedder import TextEmbedder
     from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+    from kpspark.evaluation.calibration import ThresholdModel
     from kpspark.registry import models, tracking
     from kpspark.registry.models import pin_alias
-    from kpspark.artifacts import verify_export
-    from kpspark.evaluation.calibration import ThresholdModel
     from kpspark.retrieval.retriever import KeyphraseRetrieverModel
 
     r = cfg.retrieval
@@ -83,9 +83,8 @@ def run_build_index(cfg: Config, spark: "SparkSession", index_dir: str | None = 
 
     from kpspark.registry import tracking
     from kpspark.retrieval.dedupe import run_dedupe
-    from kpspark.rules import NormalizeOptions
     from kpspark.retrieval.retriever import KeyphraseRetriever
-    from kpspark.rules import KEYPHRASE
+    from kpspark.rules import KEYPHRASE, NormalizeOptions
 
     r = cfg.retrieval
     dedupe = run_dedupe(cfg, spark, NormalizeOptions(plural=r.plural, word_order=r.word_order))
