@@ -72,6 +72,15 @@ def write_state(spark: "SparkSession", cfg: Config, versions: dict[str, int], de
     tables.upsert(spark, cfg, "pipeline_state", df)
 
 
+def state_pipeline(cfg: Config, details: dict[str, Any], index_uri: str | None = None) -> "PipelineModel":
+    """The recommendation pipeline of a ``pipeline_state`` entry: its index (or ``index_uri``, a rebuilt one) and
+    the filter's global and per-category thresholds the full batch calibrated (the diff and the stream use it)."""
+    from kpspark.retrieval.workflow import build_recommendation_pipeline
+
+    return build_recommendation_pipeline(cfg, index_uri or details["index_uri"], threshold=float(details["threshold"]),
+                                         category_thresholds=details.get("category_thresholds") or {})
+
+
 def content_checksum(df: "DataFrame") -> dict[str, Any]:
     """Row count and an order-independent checksum of the content columns (scores rounded to 1e-6)."""
     from pyspark.sql import functions as F
@@ -205,7 +214,7 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
     from kpspark.biencoder.workflow import run_embed
     from kpspark.data import tables
     from kpspark.registry import tracking
-    from kpspark.retrieval.workflow import RECOMMENDATION_COLS, build_recommendation_pipeline, run_build_index
+    from kpspark.retrieval.workflow import RECOMMENDATION_COLS, run_build_index
     from kpspark.rules import stamp_columns, version_stamp
 
     t0 = time.time()
@@ -249,8 +258,7 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
             tables.delete_keys(spark, cfg, "keyphrase_embeddings", kp_dels)
         index_uri = run_build_index(cfg, spark)["index_uri"]  # the next changed items see the new keyphrases
     lap("embeddings")
-    category_thresholds = details.get("category_thresholds") or {}  # carried to the next state: diff after diff
-    pipe = build_recommendation_pipeline(cfg, index_uri, threshold=threshold, category_thresholds=category_thresholds)
+    pipe = state_pipeline(cfg, details, index_uri)
 
     with tracking.start_run(cfg, "daily-diff", spark=spark, tables=["items", "keyphrases", "recommendations"],
                             tags={"kind": "daily_diff"}) as run:
@@ -273,7 +281,8 @@ def run_daily_diff(cfg: Config, spark: "SparkSession", fail_after: str | None = 
         if fail_after == "merge":
             raise RuntimeError("injected failure after the recommendations MERGE (state not advanced)")
         write_state(spark, cfg, {ITEMS_STATE: v1_items, KEYPHRASES_STATE: v1_kps},
-                    {"index_uri": index_uri, "threshold": threshold, "category_thresholds": category_thresholds,
+                    {"index_uri": index_uri, "threshold": threshold,  # carried on: diff after diff filters the same
+                     "category_thresholds": details.get("category_thresholds") or {},
                      "run_id": run.info.run_id, "job": "daily_diff",
                      "recommendations_version": tables.version(spark, cfg, "recommendations")})
         lap("state")

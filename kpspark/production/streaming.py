@@ -56,7 +56,7 @@ def _process(cfg: Config, spark: "SparkSession", last: "DataFrame", batch_id: in
     from pyspark.sql import functions as F
 
     from kpspark.production import diff
-    from kpspark.retrieval.workflow import RECOMMENDATION_COLS, build_recommendation_pipeline
+    from kpspark.retrieval.workflow import RECOMMENDATION_COLS
     from kpspark.rules import stamp_columns, top_n, version_stamp
 
     ups = last.where(F.col("_change_type") != "delete").select("item_id", "title", "category")
@@ -68,8 +68,7 @@ def _process(cfg: Config, spark: "SparkSession", last: "DataFrame", batch_id: in
     if diff.ITEMS_STATE not in state:
         raise diff.StateMissing("no pipeline_state: run the full batch (jobs/full_batch.py) before the stream")
     details = state[diff.ITEMS_STATE]
-    pipe = build_recommendation_pipeline(cfg, details["index_uri"], threshold=float(details["threshold"]),
-                                         category_thresholds=details.get("category_thresholds") or {})
+    pipe = diff.state_pipeline(cfg, details)
     want = None
     if n_ups:
         want = top_n(pipe.transform(ups).select(*RECOMMENDATION_COLS), cfg.retrieval.top_n).select(
