@@ -27,32 +27,11 @@ sys.path.insert(0, str(HERE.parent))
 from _common import machine_info, write_result  # noqa: E402
 
 
-def _judge_stage(events: Path) -> dict:
-    """Figures of the judge stage (the stage with the most task time) from a Spark event log folder."""
-    tasks: dict[int, list[dict]] = {}
-    for log in (p for p in events.rglob("*") if p.is_file()):  # Spark 4: a folder of rolling files per app
-        for line in log.read_text().splitlines():
-            if not line.startswith("{"):
-                continue
-            e = json.loads(line)
-            if e.get("Event") == "SparkListenerTaskEnd":
-                info = e["Task Info"]
-                tasks.setdefault(e["Stage ID"], []).append(
-                    {"executor": info["Executor ID"], "start": info["Launch Time"], "end": info["Finish Time"]})
-    stage = max(tasks.values(), key=lambda ts: sum(t["end"] - t["start"] for t in ts))
-    busy: dict[str, float] = {}
-    for t in stage:
-        busy[t["executor"]] = busy.get(t["executor"], 0.0) + (t["end"] - t["start"]) / 1000
-    wall = (max(t["end"] for t in stage) - min(t["start"] for t in stage)) / 1000
-    return {"tasks": len(stage), "executors_used": len(busy), "wall_s": round(wall, 2),
-            "busy_s_per_executor": {k: round(v, 2) for k, v in sorted(busy.items())}}
-
-
 def run(workers: int, lake_src: Path, pairs: int) -> dict:
     from kpspark.config import load_config
     from tests.tools.local_server import free_port, llama_server
     from kpspark.package import build_zip
-    from tests.clusterutil import REPO, Cluster, submit
+    from tests.clusterutil import REPO, Cluster, busiest_stage, submit
 
     ports = [free_port() for _ in range(workers)]
     with contextlib.ExitStack() as stack:
@@ -75,7 +54,7 @@ def run(workers: int, lake_src: Path, pairs: int) -> dict:
                      sets={"llm.backend": "openai", "llm.model": "smollm2", "llm.options": opts,
                            "llm.strategy": "uniform", "llm.sample_size": pairs, "llm.chunk_pairs": pairs})
         job_s = time.time() - t0
-        stage = _judge_stage(events)
+        stage = busiest_stage(events)
     assert res["errors"] == 0 and res["labeled"] == pairs, res
     return {"workers": workers, "task_slots": workers, "llm_servers": workers, "pairs": res["labeled"],
             "errors": res["errors"], "labeling_s": res["seconds"], "submit_s": round(job_s, 1),

@@ -244,6 +244,9 @@ def submit_cmd(c: Cluster, job: str, cfg, pyfiles: Path, extra_conf: dict | None
             "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", "spark.ui.enabled": "false",
             "spark.pyspark.python": sys.executable, "spark.sql.shuffle.partitions": "2", "spark.task.maxFailures": "2",
             "spark.shuffle.readHostLocalDisk": "false", "spark.local.dir": "/tmp/local",
+            # Delta rebuilds a table's snapshot in 50 tasks by default (sized for real tables): on this harness's
+            # tiny tables and two one-core executors that was most of every job's tasks and minutes
+            "spark.databricks.delta.snapshotPartitions": "2",
             **(extra_conf or {})}
     cmd = [str(c.home / "bin" / "spark-submit"), "--master", c.url]
     for k, v in conf.items():
@@ -281,3 +284,25 @@ def submit(c: Cluster, job: str, cfg, pyfiles: Path, tmp: Path, extra_conf: dict
         return {"returncode": proc.returncode, "stdout": out, "stderr": err}
     assert proc.returncode == 0, f"spark-submit {job} failed ({proc.returncode}):\n{err[-4000:]}"
     return json.loads(out[out.rindex("\n{\n") + 1:] if "\n{\n" in out else out[out.index("{"):])
+
+
+def busiest_stage(events: Path) -> dict:
+    """The stage with the most task time in a Spark event log folder (``spark.eventLog.dir``): its tasks,
+    the executors that ran them, its wall seconds and each executor's busy seconds."""
+    tasks: dict[int, list[dict]] = {}
+    for log in (p for p in Path(events).rglob("*") if p.is_file()):  # Spark 4: a folder of rolling files per app
+        for line in log.read_text().splitlines():
+            if not line.startswith("{"):
+                continue
+            e = json.loads(line)
+            if e.get("Event") == "SparkListenerTaskEnd":
+                info = e["Task Info"]
+                tasks.setdefault(e["Stage ID"], []).append(
+                    {"executor": info["Executor ID"], "start": info["Launch Time"], "end": info["Finish Time"]})
+    stage = max(tasks.values(), key=lambda ts: sum(t["end"] - t["start"] for t in ts))
+    busy: dict[str, float] = {}
+    for t in stage:
+        busy[t["executor"]] = busy.get(t["executor"], 0.0) + (t["end"] - t["start"]) / 1000
+    wall = (max(t["end"] for t in stage) - min(t["start"] for t in stage)) / 1000
+    return {"tasks": len(stage), "executors_used": len(busy), "wall_s": round(wall, 2),
+            "busy_s_per_executor": {k: round(v, 2) for k, v in sorted(busy.items())}}
