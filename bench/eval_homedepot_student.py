@@ -29,23 +29,12 @@ from pathlib import Path
 from _common import REPO, bench_cfg, homedepot_absent, machine_info, write_result
 
 
-def auc(scores, labels) -> float:
-    """ROC AUC (rank form, ties averaged)."""
-    import numpy as np
-    from scipy.stats import rankdata
-
-    s, y = np.asarray(scores, dtype="float64"), np.asarray(labels, dtype="int64")
-    n1, n0 = int(y.sum()), int((1 - y).sum())
-    if not n1 or not n0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
 def human_figures(item_emb, kp_emb, items, kps, rated, dims, ks):
-    """Per dim: AUC of cosine vs the human label on the rated held-out pairs, recall@k of human-relevant
-    search terms among all search terms."""
+    """Per dim: AUC of cosine vs the human label on the rated held-out pairs (pooled, within a search term, within
+    a product), recall@k of human-relevant search terms among all search terms."""
     import numpy as np
+
+    from kpspark.evaluation.metrics import ranking_aucs
 
     from kpspark.biencoder.onnx_embedder import truncate_normalize
     from kpspark.evaluation.retrieval import exact_topk, recall_at_k
@@ -65,7 +54,9 @@ def human_figures(item_emb, kp_emb, items, kps, rated, dims, ks):
         cos = (q[ii] * c[kk]).sum(axis=1)
         _, top = exact_topk(q, c, max(ks))
         rec = recall_at_k(top, relevant, ks)
-        rows.append({"dim": int(d), "auc_human": round(auc(cos, r["label"].to_numpy()), 4), "rated_pairs": len(r),
+        aucs = ranking_aucs(r["label"].to_numpy(), cos, item=r["item_id"].to_numpy(),
+                            keyphrase=r["keyphrase_id"].to_numpy(), prefix="auc_human")
+        rows.append({"dim": int(d), **{k: round(v, 4) for k, v in aucs.items()}, "rated_pairs": len(r),
                      **{f"recall@{k}_human": round(v, 4) for k, v in rec.items()}})
     return rows
 
@@ -157,8 +148,8 @@ def main() -> int:
         "stand_ins": {"click": f"rating >= {args.click_at}", "search": "human label (rating >= 2.5)",
                       "distill": "cross-encoder (recipe human, bert-tiny) scores of every pair"},
         "cross_encoder": {"epochs": args.ce_epochs, "train_rows": ce["ce_train_rows"],
-                          "val_auc_human": ce.get("ce_val_auc_human"), "pairs_scored": scored.get("rows_written",
-                                                                                                   scored.get("scored"))},
+                          **{k[3:]: v for k, v in ce.items() if k.startswith("ce_val_auc_human")},
+                          "pairs_scored": scored.get("rows_written", scored.get("scored"))},
         "student": {"init": "minilm6", "pairs_per_task": args.pairs_per_task, "epochs": args.epochs,
                     "rows": {r["recipe"]: r["rows"] for r in abl["results"]},
                     "train_seconds": {r["recipe"]: r["seconds"] for r in abl["results"]}},

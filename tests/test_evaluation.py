@@ -52,6 +52,32 @@ def test_table1_rows_are_relative_to_the_baseline_and_better_models_score_better
         offline.relative_table(rows, "jaccard")
 
 
+def test_within_group_aucs_cannot_be_won_by_priors():
+    """A score that knows only which keyphrases tend to be relevant (a prior per keyphrase) wins pooled AUC and
+    is at chance within a keyphrase; one that ranks the products of each query well is not."""
+    from kpspark.evaluation import metrics
+
+    rng = np.random.default_rng(0)
+    kp = np.repeat(np.arange(200), 20)
+    item = np.tile(np.arange(20), 200) + 1000 * (kp % 7)
+    base_rate = rng.uniform(0.05, 0.95, 200)[kp]
+    truth = (rng.random(len(kp)) < base_rate).astype(float)
+    prior = base_rate + rng.normal(0, 1e-3, len(kp))  # no look at the pair itself
+    ranker = truth * 0.3 + rng.normal(0, 0.2, len(kp))
+    p, r = (metrics.ranking_aucs(truth, s, item=item, keyphrase=kp) for s in (prior, ranker))
+    assert p["auc"] > 0.8 and abs(p["auc_within_keyphrase"] - 0.5) < 0.05
+    assert r["auc_within_keyphrase"] > 0.8 and r["auc_within_keyphrase_groups"] == p["auc_within_keyphrase_groups"]
+    # groups with one class only are not counted; none at all gives NaN
+    assert metrics.grouped_auc([1, 1, 0], [0.2, 0.3, 0.1], ["a", "a", "b"]) == (pytest.approx(float("nan"),
+                                                                                          nan_ok=True), 0)
+    # the offline row reports the three views wherever the frames carry the ids
+    clicks, seg = _synthetic(0.1)
+    seg = seg.assign(item_id=np.arange(len(seg)) // 10, keyphrase_id=np.arange(len(seg)) % 40)
+    row = offline.evaluate_variant(clicks, seg, target=0.95)
+    assert 0.8 < row["auc_truth_within_item"] <= 1 and 0.8 < row["auc_truth_within_keyphrase"] <= 1
+    assert row["auc_truth_within_item_groups"] > 300
+
+
 def test_gate_refuses_regressions_and_uncomparable_metrics():
     champ = {"auc_truth": 0.80, "sales_kept": 0.90}
     assert offline.gate({"auc_truth": 0.795, "sales_kept": 0.95}, champ, {"auc_truth": 0.01, "sales_kept": 0.0})[0]

@@ -22,23 +22,32 @@ def model_name_for(cfg: Config, recipe: str) -> str:
 
 
 def _validation_metrics(spark: "SparkSession", cfg: Config, val: Any, scorer: Any) -> dict[str, float]:
-    """AUC of the exported int8 model on the validation pairs: against the training labels, and
-    against ground truth / human labels where those tables have the pairs."""
-    import pandas as pd
-
+    """AUCs (pooled, within a keyphrase, within an item) of the exported int8 model on the validation pairs:
+    against the training labels, and against ground truth / human labels where those tables have the pairs
+    (joined in Spark: only the validation pairs' labels reach the driver, not the tables)."""
     from kpspark.crossencoder.text import pair_texts
     from kpspark.data import tables
     from kpspark.evaluation import metrics
 
     a, b = pair_texts(val["keyphrase"], val["category"], val["title"])
     val = val.assign(score=scorer.scores(a, b))
-    out = {"ce_val_auc_labels": metrics.roc_auc(val["label"], val["score"])}
+
+    def aucs(df: Any, label: str, prefix: str) -> dict[str, float]:
+        kp = df["keyphrase_id"] if "keyphrase_id" in df else df["keyphrase"]
+        return metrics.ranking_aucs(df[label], df["score"], item=df["item_id"].to_numpy(), keyphrase=kp.to_numpy(),
+                                    prefix=prefix)
+
+    out = aucs(val, "label", "ce_val_auc_labels")
+    keys = None
     for table, col, key in (("ground_truth", "relevant", "ce_val_auc_truth"), ("human_labels", "label", "ce_val_auc_human")):
         if tables.exists(spark, cfg, table):
-            ref = tables.read_table(spark, cfg, table).select("item_id", "keyphrase_id", col).toPandas()
-            m = val.merge(ref.rename(columns={col: "_ref"}), on=["item_id", "keyphrase_id"]) if len(ref) else pd.DataFrame()
+            if keys is None:
+                keys = spark.createDataFrame(val[["item_id", "keyphrase_id"]].astype("int64"))
+            ref = tables.read_table(spark, cfg, table).select("item_id", "keyphrase_id", col) \
+                .join(keys, ["item_id", "keyphrase_id"]).toPandas()
+            m = val.merge(ref.rename(columns={col: "_ref"}), on=["item_id", "keyphrase_id"])
             if len(m) and m["_ref"].nunique() == 2:
-                out[key] = metrics.roc_auc(m["_ref"], m["score"])
+                out.update(aucs(m, "_ref", key))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Pure numpy metrics (no Spark): AUC, accuracy, Cohen's kappa, best-F1 threshold."""
+"""Pure numpy metrics (no Spark): AUC (pooled and within groups), accuracy, Cohen's kappa, best-F1 threshold."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,6 +32,36 @@ def roc_auc(y: ArrayLike, s: ArrayLike) -> float:
     ranks[order] = ranks_sorted
     r_pos = ranks[: len(pos)].sum()
     return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def grouped_auc(y: ArrayLike, s: ArrayLike, groups: ArrayLike) -> tuple[float, int]:
+    """``(mean AUC within a group, groups counted)`` over the groups that hold both classes.
+
+    Pooled AUC can be won by priors (which keyphrases or items tend to be relevant); within a keyphrase it asks
+    which products of one query are relevant, within an item which of its keyphrases are — the view a
+    recommender serves. NaN and 0 when no group has both classes."""
+    ya, sa = np.asarray(y, dtype="float64"), np.asarray(s, dtype="float64")
+    ga = np.asarray(groups)
+    if not (ya.shape == sa.shape == ga.shape):
+        raise ValueError(f"labels, scores and groups differ in shape: {ya.shape}, {sa.shape}, {ga.shape}")
+    keep = ~(np.isnan(ya) | np.isnan(sa))
+    ya, sa, ga = ya[keep], sa[keep], ga[keep]
+    order = np.argsort(ga, kind="mergesort")
+    ya, sa, ga = ya[order], sa[order], ga[order]
+    cuts = np.flatnonzero(ga[1:] != ga[:-1]) + 1
+    aucs = [roc_auc(yy, ss) for yy, ss in zip(np.split(ya, cuts), np.split(sa, cuts)) if 0 < yy.sum() < len(yy)]
+    return (float(np.mean(aucs)) if aucs else float("nan")), len(aucs)
+
+
+def ranking_aucs(y: ArrayLike, s: ArrayLike, item: ArrayLike | None = None, keyphrase: ArrayLike | None = None,
+                 prefix: str = "auc") -> dict[str, float]:
+    """``{prefix: pooled, prefix_within_keyphrase: .., prefix_within_item: .., *_groups: n}`` (the grouped ones
+    only where the groups are given): the three views every quality figure is reported in."""
+    out: dict[str, float] = {prefix: roc_auc(y, s)}
+    for name, g in (("keyphrase", keyphrase), ("item", item)):
+        if g is not None:
+            out[f"{prefix}_within_{name}"], out[f"{prefix}_within_{name}_groups"] = grouped_auc(y, s, g)
+    return out
 
 
 def accuracy(y: ArrayLike, pred: ArrayLike) -> float:

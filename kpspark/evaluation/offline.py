@@ -80,7 +80,9 @@ def evaluate_variant(clicks: pd.DataFrame, segment: pd.DataFrame, target: float 
         if col in segment and segment[col].notna().any():
             lab = segment[col].to_numpy("float64")
             known = ~np.isnan(lab)
-            row[f"auc_{col}"] = metrics.roc_auc(lab[known], raw[known])
+            row.update(metrics.ranking_aucs(
+                lab[known], raw[known], prefix=f"auc_{col}",
+                **{k: segment[f"{k}_id"].to_numpy()[known] for k in ("item", "keyphrase") if f"{k}_id" in segment}))
             row[f"kappa_{col}"] = metrics.cohen_kappa(lab[known], kept[known].astype("float64"))
             row[f"accuracy_{col}"] = metrics.accuracy(lab[known], kept[known].astype("float64"))
             row[f"{col}_pairs"] = int(known.sum())
