@@ -63,11 +63,31 @@ def _fake_cfg(cfg, **llm):
     return dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, backend="fake", model="fake-judge", **llm))
 
 
-def test_labeling_job_is_resumable_and_retries_errors(spark, cfg):
+@pytest.fixture(scope="module")
+def sample60(spark, tmp_path_factory) -> str:
+    """One generated 60-item marketplace for the module's labeling runs (each test labels its own copy)."""
+    from kpspark.config import load_config
     from kpspark.workflows import run_generate_sample
+    from tests.conftest import REPO
 
-    cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, size="60"))
+    tmp = tmp_path_factory.mktemp("judge-sample")
+    cfg = load_config(REPO / "conf" / "local.yaml", overrides=[
+        f"lakehouse.root={tmp / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}", "sample.size=60"])
     run_generate_sample(cfg, spark)
+    return cfg.lakehouse.root
+
+
+@pytest.fixture()
+def lake60(cfg, sample60):
+    """``cfg`` on a fresh copy of the module's 60-item lakehouse."""
+    import shutil
+
+    shutil.copytree(sample60, cfg.lakehouse.root)
+    return dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, size="60"))
+
+
+def test_labeling_job_is_resumable_and_retries_errors(spark, lake60):
+    cfg = lake60
     n_pairs = tables.read_table(spark, cfg, "pairs").count()
     # one pair in 7 fails, deterministically: a rerun's chunks hold those again (bound set above their share)
     c = _fake_cfg(cfg, strategy="all", sample_size=0, chunk_pairs=200, options={"fail_every": 7},
@@ -116,12 +136,10 @@ def test_prompt_file_is_read_on_the_driver_and_travels_in_the_params(spark, cfg,
         workflow.build_judge(dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, prompt_path=str(template))))
 
 
-def test_an_endpoint_that_refuses_every_call_fails_the_run(spark, cfg):
+def test_an_endpoint_that_refuses_every_call_fails_the_run(spark, lake60):
     from kpspark.errors import KPSparkError
-    from kpspark.workflows import run_generate_sample
 
-    cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, size="40"))
-    run_generate_sample(cfg, spark)
+    cfg = lake60
     dead = dataclasses.replace(cfg, llm=dataclasses.replace(
         cfg.llm, backend="openai", model="m", strategy="uniform", sample_size=30, chunk_pairs=10,
         options={"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout": 2}))
@@ -139,11 +157,8 @@ def test_a_backend_that_cannot_load_fails_the_job_not_the_rows(spark):
         judge.transform(df).collect()
 
 
-def test_sampling_strategies(spark, cfg):
-    from kpspark.workflows import run_generate_sample
-
-    cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, size="40"))
-    run_generate_sample(cfg, spark)
+def test_sampling_strategies(spark, lake60):
+    cfg = lake60
     cand = workflow.candidate_pairs(spark, cfg)
     uni = workflow.sample_pairs(spark, cfg, cand, "uniform", 30, 1)
     assert uni.count() == 30
