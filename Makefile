@@ -46,10 +46,8 @@ demo: setup
 report: setup
 	$(PY) jobs/calibrate_evaluate.py --conf $(CONF)
 
-# two pytest workers (tests/conftest.py groups them: the demo-fixture tests on one, the stage tests beside them)
-TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q
 
 # the cluster tests (tests/test_cluster.py): ~12 min on 2 cores (the demo fixture, then full batch, diff and
 # streaming through spark-submit on the isolated cluster), kept out of `make test` to hold it under its budget

@@ -12,15 +12,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pytest_itemcollected(item):
-    """``make test`` runs on two workers (pytest-xdist, ``--dist loadgroup``): the tests of the whole-demo
-    ``pipeline`` fixture form one group (it is built once, on one worker) and every other module is a group of
-    its own (module fixtures are built once), so the stage tests run beside the demo instead of after it.
-    (Marked as each item is collected: xdist reads the groups in its own ``pytest_collection_modifyitems``.)"""
-    group = "pipeline" if "pipeline" in item.fixturenames else item.nodeid.split("::")[0]
-    item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from kpspark.config import load_config
