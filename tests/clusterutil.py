@@ -286,6 +286,25 @@ def submit(c: Cluster, job: str, cfg, pyfiles: Path, tmp: Path, extra_conf: dict
     return json.loads(out[out.rindex("\n{\n") + 1:] if "\n{\n" in out else out[out.index("{"):])
 
 
+def submit_and_kill(c: Cluster, job: str, cfg, pyfiles: Path, tmp: Path, condition, sets: dict | None = None,
+                    timeout: float = 600, poll: float = 0.2) -> dict:
+    """spark-submit ``job`` and SIGKILL the driver's whole process group (spark-submit, its JVM and the Python
+    driver: what a lost driver node leaves) as soon as ``condition()`` holds; the master then drops the
+    application's executors. ``{"killed", "seconds", "returncode"}``; ``killed`` is False when the job ended
+    before the condition was seen."""
+    t0, seen = time.time(), {"killed": False}
+
+    def during(proc: subprocess.Popen) -> None:
+        while proc.poll() is None and time.time() - t0 < timeout:
+            if condition():
+                os.killpg(proc.pid, signal.SIGKILL)
+                seen["killed"] = True
+                return
+            time.sleep(poll)
+
+    res = submit(c, job, cfg, pyfiles, tmp, during=during, sets=sets, expect_ok=False)
+    return {"killed": seen["killed"], "seconds": round(time.time() - t0, 1), "returncode": res["returncode"]}
+
 def busiest_stage(events: Path) -> dict:
     """The stage with the most task time in a Spark event log folder (``spark.eventLog.dir``): its tasks,
     the executors that ran them, its wall seconds and each executor's busy seconds."""

@@ -1,4 +1,5 @@
-"""The near-real-time job killed with SIGKILL mid-stream and restarted from its checkpoint (marked
+"""The near-real-time job's driver killed with SIGKILL mid-stream on the isolated cluster
+(``tests/clusterutil.py``; checkpoint on the shared storage) and restarted from its checkpoint (marked
 ``reliability``): no duplicates (one row per item and keyphrase; each micro-batch's MERGE committed at most
 once, by its Delta transaction id) and no gaps (every revised item's full-batch rows were replaced)."""
 from __future__ import annotations
@@ -11,8 +12,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from kpspark.data import tables
-from tests.conftest import lake_copy
-from tests.reliability.jobproc import delta_commits, kill_when, run_job
+from tests.clusterutil import shared_lake, submit, submit_and_kill
+from tests.reliability.jobproc import delta_commits
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -27,10 +28,12 @@ def _txn_versions(table_dir: str, app_id: str) -> list[int]:
     return out
 
 
-def test_streaming_killed_and_restarted_has_no_duplicates_and_no_gaps(spark, pipeline, tmp_path, monkeypatch,
-                                                                       figures):
-    cfg = pipeline[0]
-    lake = lake_copy(pipeline, tmp_path, monkeypatch)
+def test_streaming_killed_and_restarted_has_no_duplicates_and_no_gaps(spark, pipeline, cluster, tmp_path, figures):
+    from kpspark.package import build_zip
+
+    lake = shared_lake(cluster, pipeline, "streamkill")
+    pyfiles = build_zip(cluster.client / "dist-streamkill")
+    checkpoint = Path(lake.lakehouse.root).parent / "checkpoint"
     full_run = tables.read_table(spark, lake, "recommendations").select("run_id").first()[0]
     ids = [r.item_id for r in tables.read_table(spark, lake, "recommendations").select("item_id").distinct()
            .orderBy("item_id").limit(6).collect()]
@@ -40,9 +43,8 @@ def test_streaming_killed_and_restarted_has_no_duplicates_and_no_gaps(spark, pip
         tables.upsert(spark, lake, "items", items.where(F.col("item_id").isin(batch))
                       .withColumn("title", F.concat(F.lit(word + " "), F.col("title"))))
 
-    sets = ["streaming.trigger=processingTime", "streaming.interval=2 seconds",
-            f"streaming.checkpoint={tmp_path / 'checkpoint'}", f"retrieval.k={cfg.retrieval.k}",
-            f"retrieval.top_n={cfg.retrieval.top_n}", f"bi_encoder.dim={cfg.bi_encoder.dim}"]
+    sets = {"streaming.trigger": "processingTime", "streaming.interval": "2 seconds",
+            "streaming.checkpoint": str(checkpoint)}
     recs_dir = tables.table_ref(lake, "recommendations").location
     app = lake.streaming.query_name
     revise(ids[:2], "Mint")
@@ -55,11 +57,12 @@ def test_streaming_killed_and_restarted_has_no_duplicates_and_no_gaps(spark, pip
             state.update(phase=1, t=time.time())
         return state["phase"] == 1 and time.time() - state["t"] > 1.5
 
-    kill = kill_when("streaming", lake, sets, tmp_path, scenario, timeout=600)
+    kill = submit_and_kill(cluster, "streaming", lake, pyfiles, tmp_path / "killed", scenario)
     assert kill["killed"], kill
     before_restart = _txn_versions(recs_dir, app)
     revise(ids[4:], "Mint")
-    res = run_job("streaming", lake, sets[:1] + ["streaming.trigger=availableNow"] + sets[2:], tmp_path)
+    res = submit(cluster, "streaming", lake, pyfiles, tmp_path / "restart",
+                 sets={**sets, "streaming.trigger": "availableNow"})
     after = _txn_versions(recs_dir, app)
 
     got = tables.read_table(spark, lake, "recommendations").toPandas()
@@ -72,4 +75,4 @@ def test_streaming_killed_and_restarted_has_no_duplicates_and_no_gaps(spark, pip
         "revised_items": len(ids), "batches_committed_before_kill": len(before_restart),
         "batches_committed_after_restart": len(after) - len(before_restart),
         "items_processed_after_restart": res["items_upserted"], "duplicates": dups, "gaps": len(gaps),
-        "kill_after_s": kill["seconds"]}
+        "kill_after_s": kill["seconds"], "on": "isolated cluster (spark-submit, 2 workers)"}
