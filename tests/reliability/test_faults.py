@@ -55,10 +55,15 @@ def test_killed_labeling_job_reruns_only_the_rest(spark, cfg, tmp_path, figures)
 
 
 @pytest.fixture(scope="module")
-def changed_lake(spark, pipeline, cluster):
-    """A copy of the demo lakehouse on the cluster's shared storage (its models on the tracking server) with a
-    day of item changes applied."""
+def changed_lake(spark, pipeline, cluster, tmp_path_factory):
+    """A copy of the demo lakehouse on the cluster's shared storage (its models on the tracking server), a full
+    batch there (its index is logged to the server: the copy's state points at the demo's own store), then a day
+    of item changes."""
+    from kpspark.package import build_zip
+
     lake = shared_lake(cluster, pipeline, "diffkill")
+    submit(cluster, "full_batch", lake, build_zip(cluster.client / "dist-driverkill"),
+           tmp_path_factory.mktemp("diffkill-full"), sets=FP32)
     items = tables.read_table(spark, lake, "items")
     ids = [r.item_id for r in tables.read_table(spark, lake, "recommendations").select("item_id").distinct()
            .orderBy("item_id").limit(6).collect()]

@@ -33,6 +33,9 @@ def test_streaming_killed_and_restarted_has_no_duplicates_and_no_gaps(spark, pip
 
     lake = shared_lake(cluster, pipeline, "streamkill")
     pyfiles = build_zip(cluster.client / "dist-streamkill")
+    # a full batch on the cluster first: its index goes to the tracking server (the copy's state names the
+    # demo's own store)
+    submit(cluster, "full_batch", lake, pyfiles, tmp_path / "full")
     checkpoint = Path(lake.lakehouse.root).parent / "checkpoint"
     full_run = tables.read_table(spark, lake, "recommendations").select("run_id").first()[0]
     ids = [r.item_id for r in tables.read_table(spark, lake, "recommendations").select("item_id").distinct()
