@@ -131,7 +131,7 @@ class CrossEncoderTraining:
     """Hyperparameters of one cross-encoder training run; ``CrossEncoderEstimator``'s Params are declared from
     these (:mod:`kpspark.params`)."""
 
-    init: str = "bert-tiny"  # bert-tiny (the paper's shape, from scratch) | minilm2 (first 2 layers of MiniLM)
+    init: str = "bert-tiny"  # bert-tiny (the paper's shape, from scratch) | minilm1..minilm6 (first N layers of MiniLM) | a HF folder or hub id
     max_length: int = 64
     epochs: float = 8.0  # TJ: 8 epochs
     lr: float = 1e-3  # bert-tiny from scratch; ~1e-4 for minilm2
