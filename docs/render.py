@@ -61,18 +61,33 @@ def render_config() -> str:
            "then each `--set section.key=value`; mappings (`spark.conf`, `lakehouse.tables`, ...) merge key by key. "
            "Unknown keys and wrongly typed values are errors naming the key.\n"]
     defaults = Config()
-    for f in dataclasses.fields(Config):
-        section = getattr(defaults, f.name)
+
+    def table(title: str, section: Any) -> list[Any]:
+        """The section's rows; a field that is itself a dataclass (``load.rated_pairs``) names its sub-table."""
         cls = type(section)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        out.append(f"\n## `{f.name}`\n\n{doc}\n\n| key | type | default | notes |\n|---|---|---|---|\n")
+        rows = [f"\n{title}\n\n{doc}\n\n| key | type | default | notes |\n|---|---|---|---|\n"]
+        nested: dict[type, list[str]] = {}
         hints = typing.get_type_hints(cls)
         for sf in dataclasses.fields(cls):
+            value = getattr(section, sf.name)
             t = str(hints[sf.name]).replace("typing.", "").replace("collections.abc.", "")
-            t = t.replace("<class '", "").replace("'>", "")
+            t = t.replace("<class '", "").replace("'>", "").replace("kpspark.config.", "")
             note = next((notes[(c.__name__, sf.name)] for c in cls.__mro__ if (c.__name__, sf.name) in notes), "")
             note = note.replace("|", "\\|")
-            out.append(f"| `{sf.name}` | {t} | {_value(getattr(section, sf.name))} | {note} |\n")
+            shown = "(below)" if dataclasses.is_dataclass(value) else _value(value)
+            rows.append(f"| `{sf.name}` | {t} | {shown} | {note} |\n")
+            if dataclasses.is_dataclass(value):
+                nested.setdefault(type(value), []).append(sf.name)
+        return [rows, nested]
+
+    for f in dataclasses.fields(Config):
+        section = getattr(defaults, f.name)
+        rows, nested = table(f"## `{f.name}`", section)
+        out += rows
+        for sub, names in nested.items():
+            keys = ", ".join(f"`{f.name}.{n}`" for n in names)
+            out += table(f"### {keys}", sub())[0]
     return "".join(out)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from kpspark.cache import ProcessCache
 from kpspark.errors import KPSparkError
 
 META_FILE = "kpspark_model.json"
+PRECISIONS = ("int8", "fp32")
+logger = logging.getLogger(__name__)
 _VERIFIED = ProcessCache("verified exports", size=64)  # pinned URIs checked in this process
 _DOWNLOADS = ProcessCache("model downloads", size=32)  # folder paths: cheap to keep
 
@@ -77,11 +80,9 @@ def _probe(model_uri: str, d: Path, meta: dict[str, Any], precision: str) -> Non
 
     from kpspark.onnxutil import load_session, load_tokenizer
 
-    rel = meta.get("files", {}).get(precision)
-    if not rel or not (d / rel).exists():
-        raise KPSparkError(f"{model_uri}: the {precision} ONNX file ({rel}) is missing from the model")
+    onnx_file = model_file(d, meta, precision, model_uri)
     tok = load_tokenizer(d, int(meta.get("max_length", 64)))
-    session = load_session(d / rel)  # refuses a corrupt file or inputs other than the tokenizer's
+    session = load_session(onnx_file)  # refuses a corrupt file or inputs other than the tokenizer's
     top = tok.get_vocab_size() - 1
     ids = np.array([[0, top, 0]], dtype="int64")
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
@@ -90,6 +91,23 @@ def _probe(model_uri: str, d: Path, meta: dict[str, Any], precision: str) -> Non
     except Exception as e:  # noqa: BLE001 (ORT raises its own types)
         raise KPSparkError(f"{model_uri}: the tokenizer ({top + 1} tokens) does not match the ONNX model "
                            f"(a probe with token id {top} failed: {str(e)[:200]})") from e
+
+
+def model_file(d: Path, meta: dict[str, Any], precision: str, model_uri: str = "") -> Path:
+    """The ONNX file of an export for ``precision``. An export whose int8 file missed parity at export time lists
+    only fp32 (``int8_rejected`` says why): asking it for int8 serves fp32, with a warning, rather than failing a
+    job over a model that was trained and registered. A listed file that is absent is an error."""
+    if precision not in PRECISIONS:
+        raise KPSparkError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    files = meta.get("files") or {}
+    if precision == "int8" and "int8" not in files and "fp32" in files:
+        logger.warning("%s has no int8 file (%s): scoring in fp32", model_uri or d,
+                       meta.get("int8_rejected", "not exported"))
+        precision = "fp32"
+    rel = files.get(precision)
+    if not rel or not (d / rel).exists():
+        raise KPSparkError(f"{model_uri or d}: the {precision} ONNX file ({rel}) is missing from the model")
+    return d / rel
 
 
 def find_export_dir(root: str | os.PathLike[str]) -> Path:

@@ -131,7 +131,7 @@ class CrossEncoderTraining:
     """Hyperparameters of one cross-encoder training run; ``CrossEncoderEstimator``'s Params are declared from
     these (:mod:`kpspark.params`)."""
 
-    init: str = "bert-tiny"  # bert-tiny (the paper's shape, from scratch) | minilm2 (first 2 layers of MiniLM)
+    init: str = "bert-tiny"  # bert-tiny (the paper's shape, from scratch) | minilm1..minilm6 (first N layers of MiniLM) | a HF folder or hub id
     max_length: int = 64
     epochs: float = 8.0  # TJ: 8 epochs
     lr: float = 1e-3  # bert-tiny from scratch; ~1e-4 for minilm2
@@ -223,6 +223,37 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """One input of ``kpspark load``: a file, folder or table, its columns mapped to kpspark's by name.
+
+    A file or folder is csv, parquet or json (a ``.zip`` is extracted); ``format: table`` reads a Spark / Unity
+    Catalog table."""
+
+    path: str = ""  # '' = this source is not loaded
+    format: str = "csv"  # csv | parquet | json | table
+    columns: Mapping[str, str] = field(default_factory=dict)  # kpspark column -> source column (absent: same name)
+    options: Mapping[str, str] = field(default_factory=dict)  # reader options (encoding, sep, ...)
+    hash_ids: bool = False  # item ids that are strings (SKUs): item_id = xxhash64 of the string
+    relevant_at: float = 1.0  # rated pairs: rating >= relevant_at -> label 1, else 0
+    name: str = "user"  # rated pairs: their human_labels.source
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Your own data into the lakehouse (``kpspark load``): each source with a ``path`` is loaded.
+
+    Rated pairs (``query, title[, item_id, category], rating``) fill items, keyphrases, human_labels and pairs;
+    the others fill their table. Where a source has a ``query`` instead of a ``keyphrase_id``, the id is the one
+    rule's (xxhash64 of the normalized text)."""
+
+    rated_pairs: SourceConfig = field(default_factory=SourceConfig)  # query, title, rating[, item_id, category]
+    items: SourceConfig = field(default_factory=SourceConfig)  # item_id, title[, category, seller_id, price]
+    keyphrases: SourceConfig = field(default_factory=SourceConfig)  # text[, keyphrase_id, category, search_volume]
+    clicks: SourceConfig = field(default_factory=SourceConfig)  # item_id, query, clicks[, impressions, sales, window]
+    search_relevance: SourceConfig = field(default_factory=SourceConfig)  # item_id, query, label[, score]
+
+
+@dataclass(frozen=True)
 class StreamingConfig:
     """The near-real-time job (``jobs/streaming.py``): item create/revise events from ``items``' Change Data Feed."""
 
@@ -251,6 +282,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-serializable)."""

@@ -109,6 +109,15 @@ def run_load_homedepot(cfg: Config, spark: "SparkSession", path: str | None = No
     return loaders.load_to_tables(spark, cfg, frames)
 
 
+def run_load(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Your own data into the lakehouse: each source of the ``load`` section with a path (rated pairs, items,
+    keyphrases, clicks, search relevance; files or tables, columns mapped by name), every row written or
+    quarantined with its reason."""
+    from kpspark.data import loaders
+
+    return loaders.load_sources(spark, cfg)
+
+
 def run_train_cross_encoder(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     """Train ``cross_encoder.recipe``, export with parity, log, register as the candidate alias; the
     first model of a name is also made the serving alias (nothing to compare it with yet)."""

@@ -69,7 +69,7 @@ def pipeline(spark, tmp_path_factory):
         f"lakehouse.root={tmp / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
         f"mlflow.artifact_root={tmp / 'mlartifacts'}", "sample.size=tiny"])
     cfg = dataclasses.replace(
-        cfg, llm=dataclasses.replace(cfg.llm, sample_size=24, chunk_pairs=12),
+        cfg, llm=dataclasses.replace(cfg.llm, sample_size=12, chunk_pairs=6),  # two chunks of the CPU teacher
         cross_encoder=dataclasses.replace(cfg.cross_encoder, epochs=8.0, batch_size=32, eval_steps=20, patience=4),
         # the 2-layer student keeps the suite short; `make demo` trains MiniLM-L6
         bi_encoder=dataclasses.replace(cfg.bi_encoder, init="minilm2", dims=(384, 128, 64), dim=64,
@@ -77,7 +77,7 @@ def pipeline(spark, tmp_path_factory):
                                        recall_k=(10, 50)),
         # tiny has ~70 click positives: categories with 5 get their own threshold
         retrieval=dataclasses.replace(cfg.retrieval, k=20, top_n=10, min_category_positives=5),
-        # the report: the demo's recipe, and the llm recipe (24 CPU-teacher labels: trained or skipped with a
+        # the report: the demo's recipe, and the llm recipe (12 CPU-teacher labels: trained or skipped with a
         # reason), relative to the Jaccard baseline (`make report` adds the search row and the other recipes)
         evaluation=dataclasses.replace(cfg.evaluation, recipes=("click_search", "llm"), baseline="jaccard",
                                        judge_sample=6, output_dir=str(tmp / "reports")))

@@ -104,6 +104,7 @@ def test_report_reproduces_table1_for_every_recipe_and_renders(spark, evaluated)
         assert row["clicks_kept"] >= cfg.retrieval.click_retention - 1e-9, name
         assert 0 < row["keyphrases_kept"] <= row["segment_pairs"]
         assert 0.0 <= row["search_pass_rate"] <= 1.0 and 0.0 <= row["auc_truth"] <= 1.0
+        assert row["auc_truth_within_item_groups"] > 0 and 0.0 <= row["auc_truth_within_item"] <= 1.0
     table = pd.read_csv(Path(ev["report"]).parent / "table.csv").set_index("variant")
     assert (table.loc["jaccard", ["d_keyphrases", "d_sales", "d_search_pass_rate"]] == 0).all()
     # only the estimators' held-out items are evaluated: none of them trained a model

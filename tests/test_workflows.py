@@ -35,11 +35,12 @@ def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cp
     assert before == after
 
     labels = out["labels"]
-    assert labels["labeled"] == 24 and labels["errors"] == 0
+    n = cfg.llm.sample_size
+    assert labels["labeled"] == n and labels["errors"] == 0 and labels["chunks"] == 2
     got = tables.read_table(spark, cfg, "llm_labels").toPandas()
-    assert len(got) == 24 and got["p_yes"].between(0, 1).all() and got["error"].isna().all()
+    assert len(got) == n and got["p_yes"].between(0, 1).all() and got["error"].isna().all()
     assert (got["label"] == (got["p_yes"] >= cfg.llm.threshold).astype(int)).all()
-    assert labels["agreement"]["judge_human_pairs"] == 24  # strategy "human": all overlap human labels
+    assert labels["agreement"]["judge_human_pairs"] == n  # strategy "human": all overlap human labels
     assert mlflow.get_run(labels["agreement"]["run_id"]).data.tags["judge_model"] == "transformers:smollm2"
 
     ce = out["cross_encoder"]

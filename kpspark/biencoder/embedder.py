@@ -39,15 +39,13 @@ def load_embedder(model_uri: str, precision: str = "int8", tracking_uri: str | N
     Refuses a model that is not a bi-encoder export or whose files are missing.
     """
     from kpspark.biencoder.onnx_embedder import get_cached_embedder
-    from kpspark.artifacts import META_FILE
+    from kpspark.artifacts import META_FILE, model_file
 
     d = local_model_dir(model_uri, tracking_uri)
     meta = json.loads((d / META_FILE).read_text())
     if meta.get("kind") != "bi_encoder":
         raise KPSparkError(f"{model_uri} is a {meta.get('kind')!r} export, not a bi-encoder")
-    onnx_file = d / meta["files"][precision]
-    if not onnx_file.exists():
-        raise KPSparkError(f"{model_uri}: {meta['files'][precision]} is missing from the model")
+    onnx_file = model_file(d, meta, precision, model_uri)
     return get_cached_embedder(str(onnx_file), str(d), int(meta["max_length"]), threads, batch_size)
 
 

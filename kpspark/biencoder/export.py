@@ -1,5 +1,6 @@
 """Export a trained bi-encoder to ONNX (mean pooling + L2 normalization inside the graph), quantize
-it to int8 per channel, and check parity on real texts; a failed check raises ``ParityError``.
+it to int8 per channel, and check parity on real texts: fp32 off sentence-transformers raises ``ParityError``; an
+int8 file that misses its gates is dropped (exported, registered and served in fp32, with a warning).
 
 Parity:
 
@@ -9,6 +10,7 @@ Parity:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,7 +22,7 @@ import numpy as np
 
 from kpspark.artifacts import write_export_meta
 from kpspark.errors import ParityError, require
-from kpspark.onnxutil import INPUTS, export_torch, quantize_int8
+from kpspark.onnxutil import INPUTS, export_torch, quantize_int8, settle_int8
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ class EmbedParity:
     int8_mean_cosine: float
     int8_min_cosine: float
     int8_mean_cosine_by_dim: dict[str, float] = field(default_factory=dict)
+    int8_ok: bool = True  # False: the int8 file missed a gate and is not part of the export
+    int8_problems: str = ""
 
 
 def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], opset: int = 17) -> Path:
@@ -85,35 +89,38 @@ def check_parity(model_dir: str | os.PathLike[str], export_dir: str | os.PathLik
     p = EmbedParity(n=len(texts), fp32_max_abs_diff=float(np.max(np.abs(ref - fp32))),
                     int8_mean_cosine=float(np.mean(cos)), int8_min_cosine=float(np.min(cos)),
                     int8_mean_cosine_by_dim=by_dim)
-    problems = []
     if p.fp32_max_abs_diff > atol:
-        problems.append(f"sentence-transformers vs ONNX fp32 max |diff| {p.fp32_max_abs_diff:.2e} > atol {atol}")
+        raise ParityError("bi-encoder export parity failed: sentence-transformers vs ONNX fp32 max |diff| "
+                          f"{p.fp32_max_abs_diff:.2e} > atol {atol}")
+    int8 = []
     if p.int8_mean_cosine < min_cosine:
-        problems.append(f"int8 vs fp32 mean cosine {p.int8_mean_cosine:.4f} < {min_cosine}")
+        int8.append(f"int8 vs fp32 mean cosine {p.int8_mean_cosine:.4f} < {min_cosine}")
     low = {d: c for d, c in by_dim.items() if c < min_cosine}
     if low:
-        problems.append(f"int8 vs fp32 mean cosine below {min_cosine} at dims {low}")
-    if problems:
-        raise ParityError("bi-encoder export parity failed: " + "; ".join(problems))
-    logger.info("bi-encoder export parity ok: %s", p)
+        int8.append(f"int8 vs fp32 mean cosine below {min_cosine} at dims {low}")
+    p = dataclasses.replace(p, int8_ok=not int8, int8_problems="; ".join(int8))
+    logger.info("bi-encoder export parity: %s", p)
     return p
 
 
 def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], texts: Sequence[str],
-                       max_length: int, dims: Sequence[int], per_channel: bool = True) -> tuple[Path, EmbedParity]:
-    """Export fp32 + int8, check parity, write ``kpspark_model.json``. Returns (dir, parity)."""
+                       max_length: int, dims: Sequence[int], per_channel: bool = True, **gates: float
+                       ) -> tuple[Path, EmbedParity]:
+    """Export fp32 + int8, check parity (``gates``: :func:`check_parity`'s ``atol``, ``min_cosine``), keep int8 only
+    if it passes, write ``kpspark_model.json``. Returns (dir, parity)."""
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
     export_onnx(model_dir, out)
     quantize_int8(out / "model.onnx", out / "model.int8.onnx", per_channel=per_channel)
-    parity = check_parity(model_dir, out, texts, max_length, dims)
+    parity = check_parity(model_dir, out, texts, max_length, dims, **gates)
     from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
 
     full = OnnxTextEmbedder(out / "model.onnx", out, max_length).dimension
     meta = {"kind": "bi_encoder", "max_length": max_length, "dimension": full,
             "dims": sorted({int(d) for d in dims if d <= full} | {full}, reverse=True),
-            "inputs": list(INPUTS), "output": "embedding", "files": {"fp32": "model.onnx", "int8": "model.int8.onnx"},
+            "inputs": list(INPUTS), "output": "embedding",
+            **settle_int8(out, [parity.int8_problems] if not parity.int8_ok else [], "bi-encoder"),
             "parity": asdict(parity)}
     write_export_meta(out, meta)
     return out, parity

@@ -80,14 +80,14 @@ def evaluate_recall(spark: "SparkSession", cfg: Config, export_dir: str, item_id
 
     from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
     from kpspark.biencoder.text import item_texts
-    from kpspark.artifacts import META_FILE
+    from kpspark.artifacts import META_FILE, model_file
     from kpspark.data import tables
     from kpspark.evaluation.retrieval import recall_by_dim
     from kpspark.rules import KEYPHRASE, click_positives, keyphrase_texts
 
     be = cfg.bi_encoder
     meta = json.loads((Path(export_dir) / META_FILE).read_text())
-    emb = OnnxTextEmbedder(Path(export_dir) / meta["files"]["int8"], export_dir, meta["max_length"], threads=0)
+    emb = OnnxTextEmbedder(model_file(Path(export_dir), meta, be.precision), export_dir, meta["max_length"], threads=0)
     ids = spark.createDataFrame([(int(i),) for i in item_ids], "item_id long")
     items = tables.read_table(spark, cfg, "items").join(ids, "item_id").select("item_id", "title", "category") \
         .toPandas()

@@ -24,8 +24,7 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from kpspark.artifacts import META_FILE, local_model_dir
-from kpspark.errors import KPSparkError
+from kpspark.artifacts import META_FILE, local_model_dir, model_file
 from kpspark.onnxstage import OnnxStageParams
 from kpspark.sparkutil import check_input_cols
 
@@ -52,9 +51,7 @@ def load_scorer(model_uri: str, precision: str = "int8", tracking_uri: str | Non
 
     d = local_model_dir(model_uri, tracking_uri)
     meta = json.loads((d / META_FILE).read_text())
-    onnx_file = d / meta["files"][precision]
-    if not onnx_file.exists():
-        raise KPSparkError(f"{model_uri}: {meta['files'][precision]} is missing from the model")
+    onnx_file = model_file(d, meta, precision, model_uri)
     return get_cached_scorer(str(onnx_file), str(d), int(meta["max_length"]), threads, batch_size)
 
 

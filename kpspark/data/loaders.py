@@ -3,7 +3,9 @@
 * :func:`read_file` — generic CSV/Parquet with a ``{table column: file column}`` mapping;
 * :func:`read_homedepot` — the Home Depot search-relevance competition ``train.csv`` (latin-1;
   ``search_term, product_title, product_uid, relevance`` 1-3, the mean of >=3 raters);
-* :func:`read_esci` — Amazon ESCI ``shopping_queries_dataset_examples`` + ``..._products`` parquet.
+* :func:`read_esci` — Amazon ESCI ``shopping_queries_dataset_examples`` + ``..._products`` parquet;
+* :func:`load_sources` — your own data (``kpspark load``): the sources of the config's ``load`` section (rated pairs,
+  items, keyphrases, clicks, search relevance), each a file or table with a column mapping.
 
 Each ``read_*`` returns ``{"items", "keyphrases", "human_labels"}`` DataFrames plus ``"malformed"``
 (file rows that could not be parsed, with a reason); :func:`load_to_tables` writes them, so every
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 CORRUPT = "_corrupt_record"
+FORMATS = ("csv", "parquet", "json")
 #: The Home Depot relevance file of internal evaluations: ``KPSPARK_HOMEDEPOT``, else ``../shared/data/homedepot/``
 #: beside the working folder (the repository's checkout); never committed.
 HOMEDEPOT_SHARED = Path(os.environ.get("KPSPARK_HOMEDEPOT") or "../shared/data/homedepot/train.csv.zip")
@@ -80,13 +83,15 @@ def read_file(spark: "SparkSession", path: str | Path, fmt: str = "csv", mapping
     """
     from pyspark.sql import functions as F
 
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"fmt must be one of ['csv', 'parquet'], got {fmt!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {list(FORMATS)}, got {fmt!r}")
     local = _unzip(spark, Path(path)) if "://" not in str(path) else path
     reader = spark.read.format(fmt)
     if fmt == "csv":
         reader = reader.options(header="true", mode="PERMISSIVE", multiLine="true", escape='"',
                                 columnNameOfCorruptRecord=CORRUPT)
+    elif fmt == "json":
+        reader = reader.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT)
     for k, v in (options or {}).items():
         reader = reader.option(k, v)
     df = reader.load(str(local))
@@ -203,3 +208,101 @@ def load_to_tables(spark: "SparkSession", cfg: Config, frames: Mapping[str, "Dat
     hl = reports["human_labels"]
     return {"reports": {k: str(v) for k, v in reports.items()}, "file_rows": hl.rows_in + n_bad,
             "labels_written": hl.rows_written, "quarantined": hl.rows_quarantined + n_bad}
+
+
+# ------------------------------------------------------------------------------------------------ your own data
+
+#: what each ``load`` source must provide (kpspark names), what it may, and the table it fills
+SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "rated_pairs": (("query", "title", "rating"), ("item_id", "category")),
+    "items": (("item_id", "title"), ("category", "seller_id", "price", "updated_at")),
+    "keyphrases": (("text",), ("keyphrase_id", "category", "search_volume")),
+    "clicks": (("item_id", "query", "clicks"), ("keyphrase_id", "impressions", "sales", "window")),
+    "search_relevance": (("item_id", "query", "label"), ("keyphrase_id", "score")),
+}
+
+
+def read_source(spark: "SparkSession", name: str, src: Any) -> tuple["DataFrame", "DataFrame"]:
+    """``(rows under kpspark's column names, malformed rows with a reason)`` of the ``load.<name>`` source ``src``
+    (:class:`~kpspark.config.SourceConfig`). A required column the source lacks is a :class:`SchemaError` naming
+    it and the columns found; ``query`` (or a keyphrase's ``text``) also gives ``keyphrase_id`` by the one rule."""
+    from pyspark.sql import functions as F
+
+    need, may = SOURCES[name]
+    if src.format == "table":
+        raw = spark.table(src.path)
+    else:  # a local path is the caller's (relative to where the job runs, not the JVM's folder)
+        path = src.path if "://" in src.path else str(Path(src.path).resolve())
+        raw = read_file(spark, path, src.format, options=src.options)
+    mapped = {c: src.columns.get(c, c) for c in (*need, *may)}
+    unknown = sorted(set(src.columns) - set(mapped))
+    if unknown:
+        raise SchemaError(f"load.{name}.columns: unknown kpspark column(s) {unknown}; known: {sorted(mapped)}")
+    missing = [f"{c} (from {mapped[c]!r})" for c in need if mapped[c] not in raw.columns]
+    if missing:
+        raise SchemaError(f"load.{name} ({src.path}): missing column(s) {missing}; found {raw.columns}")
+    cols = [F.col(f"`{mapped[c]}`").alias(c) for c in (*need, *may) if mapped[c] in raw.columns]
+    df = raw.select(*cols, *([F.col(CORRUPT)] if CORRUPT in raw.columns else []))
+    good, bad = _split_malformed(df, [c for c in (*need, *may) if mapped[c] in raw.columns])
+    if "item_id" in good.columns and src.hash_ids:
+        good = good.withColumn("item_id", F.xxhash64(F.col("item_id").cast("string")))
+    text = "text" if name == "keyphrases" else "query"
+    if text in good.columns and "keyphrase_id" not in good.columns:
+        norm = normalize_text_col(F.col(text))
+        good = good.withColumn("keyphrase_id", F.when(F.length(norm) > 0, keyphrase_id_col(norm)))
+        if name == "keyphrases":
+            good = good.withColumn("normalized", norm)
+    if name == "clicks" and "window" not in good.columns:
+        good = good.withColumn("window", F.lit("all"))
+    return good, bad
+
+
+def read_rated_pairs(spark: "SparkSession", src: Any) -> dict[str, "DataFrame"]:
+    """Rated pairs of ``load.rated_pairs`` as :func:`read_homedepot` returns them (``rating >= relevant_at`` -> 1);
+    without an ``item_id`` column an item is its title (xxhash64 of it)."""
+    from pyspark.sql import functions as F
+
+    good, bad = read_source(spark, "rated_pairs", src)
+    untitled = F.coalesce(F.length(F.trim(F.col("title"))), F.lit(0)) == 0  # a pair no model can judge
+    bad = bad.unionByName(good.where(untitled).select(F.lit("empty_text:title").alias("reason"),
+                                                      F.to_json(F.struct(*good.columns)).alias("record")))
+    good = good.where(~untitled)
+    if "item_id" not in good.columns:
+        good = good.withColumn("item_id", F.xxhash64(F.col("title")))
+    if "category" not in good.columns:
+        good = good.withColumn("category", F.lit(None).cast("string"))
+    out = _tables_from_pairs(good.drop("keyphrase_id"), F.col("rating").try_cast("double") >= src.relevant_at,
+                             src.name, f"rating>={src.relevant_at}->1; else 0")
+    out["malformed"] = bad
+    return out
+
+
+def load_sources(spark: "SparkSession", cfg: Config) -> dict[str, Any]:
+    """Write every source of ``cfg.load`` that has a path: rated pairs through :func:`load_to_tables`, the others
+    MERGEd into their table; malformed rows to quarantine. Per source: rows in, written, quarantined (in = written
+    + quarantined)."""
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+
+    out: dict[str, Any] = {}
+    for name in SOURCES:
+        src = getattr(cfg.load, name)
+        if not src.path:
+            continue
+        if name == "rated_pairs":
+            res = load_to_tables(spark, cfg, read_rated_pairs(spark, src))
+            out[name] = {"rows_in": res["file_rows"], "rows_written": res["labels_written"],
+                         "rows_quarantined": res["quarantined"], "tables": res["reports"]}
+            continue
+        good, bad = read_source(spark, name, src)
+        rep = tables.upsert(spark, cfg, name, good.drop("query"))
+        n_bad = tables.append_quarantine(spark, cfg, bad.select(
+            F.lit(name).alias("source_table"), "reason", "record", F.lit(rep.batch_id).alias("batch_id"),
+            F.current_timestamp().alias("quarantined_at")))
+        out[name] = {"rows_in": rep.rows_in + n_bad, "rows_written": rep.rows_written,
+                     "rows_quarantined": rep.rows_quarantined + n_bad, "tables": {name: str(rep)}}
+    if not out:
+        raise ValueError("nothing to load: set load.<source>.path for at least one of " + ", ".join(SOURCES))
+    return out
+

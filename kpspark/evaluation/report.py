@@ -140,7 +140,8 @@ def variant_rows(clicks: pd.DataFrame, segment: pd.DataFrame, variants: list[str
     rows = {}
     for v in variants:
         c = clicks[["clicks", "sales"]].assign(score=clicks[f"score_{v}"])
-        s = segment[["search_pass", "truth", "human", "clicked"]].assign(score=segment[f"score_{v}"])
+        keep = ["search_pass", "truth", "human", "clicked", *(c for c in ("item_id", "keyphrase_id") if c in segment)]
+        s = segment[keep].assign(score=segment[f"score_{v}"])  # the ids: AUC within an item and a keyphrase
         s = s.astype({"truth": "float64", "human": "float64"})
         rows[v] = offline.evaluate_variant(c, s, target=target, weighting=weighting)
     return rows

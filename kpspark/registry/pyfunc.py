@@ -57,13 +57,13 @@ def cross_encoder_pyfunc_class() -> type:
         def load_context(self, context: Any) -> None:
             import json
 
-            from kpspark.artifacts import META_FILE, find_export_dir
+            from kpspark.artifacts import META_FILE, find_export_dir, model_file
             from kpspark.crossencoder.onnx_scorer import OnnxPairScorer
 
             d = find_export_dir(context.artifacts["export"])
             meta = json.loads((d / META_FILE).read_text())
             precision = (context.model_config or {}).get("precision", "int8")
-            self.scorer = OnnxPairScorer(d / meta["files"][precision], d, int(meta["max_length"]), threads=0)
+            self.scorer = OnnxPairScorer(model_file(d, meta, precision), d, int(meta["max_length"]), threads=0)
 
         def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.Series:
             import numpy as np
@@ -113,12 +113,12 @@ def bi_encoder_pyfunc_class() -> type:
             import json
 
             from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
-            from kpspark.artifacts import META_FILE, find_export_dir
+            from kpspark.artifacts import META_FILE, find_export_dir, model_file
 
             d = find_export_dir(context.artifacts["export"])
             meta = json.loads((d / META_FILE).read_text())
             precision = (context.model_config or {}).get("precision", "int8")
-            self.embedder = OnnxTextEmbedder(d / meta["files"][precision], d, int(meta["max_length"]), threads=0)
+            self.embedder = OnnxTextEmbedder(model_file(d, meta, precision), d, int(meta["max_length"]), threads=0)
 
         def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
             from kpspark.biencoder.text import item_texts

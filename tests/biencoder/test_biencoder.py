@@ -76,6 +76,24 @@ def test_distillation_moves_the_student_towards_the_teacher(spark, trained):
     assert after > before + 0.02, (before, after)
 
 
+def test_an_int8_export_that_misses_parity_is_dropped_and_the_model_serves_in_fp32(trained, tmp_path):
+    import json
+
+    from kpspark.artifacts import META_FILE, verify_export
+    from kpspark.biencoder.export import export_with_parity
+
+    cfg, _, tmp = trained
+    texts = ["cordless drill 20v", "OtterBox Defender Case for iPhone 11 [SEP] Cell Phones", "red shoe"]
+    out, parity = export_with_parity(tmp / "model", tmp_path / "export", texts, cfg.bi_encoder.max_length, (64,),
+                                     min_cosine=1.01)  # unreachable
+    meta = json.loads((out / META_FILE).read_text())
+    assert not parity.int8_ok and "cosine" in meta["int8_rejected"] and meta["files"] == {"fp32": "model.onnx"}
+    verify_export(str(out), "bi_encoder", "int8")
+    got = load_embedder(str(out), "int8", threads=0).embed(texts)
+    want = OnnxTextEmbedder(out / "model.onnx", out, cfg.bi_encoder.max_length, threads=0).embed(texts)
+    assert np.allclose(got, want, atol=1e-6)
+
+
 def test_export_parity(trained):
     cfg, res, tmp = trained
     n = cfg.bi_encoder.max_length

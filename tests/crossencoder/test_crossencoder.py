@@ -63,6 +63,34 @@ def test_parity_failure_fails_the_export(trained):
         check_parity(tmp / "model", tmp / "export", a, b, 64, atol=0.0)
 
 
+def test_an_int8_export_that_misses_parity_is_dropped_and_the_model_serves_in_fp32(trained, tmp_path, caplog):
+    """Not a lost model: the export keeps fp32 only (the metadata says why), the driver's check passes, and a job
+    asking for int8 scores in fp32 with a warning."""
+    import json
+    import logging
+
+    import numpy as np
+
+    from kpspark.artifacts import META_FILE, verify_export
+    from kpspark.crossencoder.export import export_with_parity
+    from kpspark.crossencoder.onnx_scorer import OnnxPairScorer
+    from kpspark.crossencoder.scorer import load_scorer
+
+    _, _, tmp = trained
+    a, b = ["red iphone", "drill", "case"], ["Phones [SEP] Apple iPhone Red", "Tools [SEP] DeWalt drill",
+                                             "Phones [SEP] OtterBox case"]
+    out, parity = export_with_parity(tmp / "model", tmp_path / "export", a, b, 64, min_pearson=1.01)  # unreachable
+    meta = json.loads((out / META_FILE).read_text())
+    assert not parity.int8_ok and "Pearson" in meta["int8_rejected"] and meta["files"] == {"fp32": "model.onnx"}
+    assert not (out / "model.int8.onnx").exists()
+    verify_export(str(out), "cross_encoder", "int8")
+    with caplog.at_level(logging.WARNING, logger="kpspark.artifacts"):
+        got = load_scorer(str(out), "int8", threads=0).scores(a, b)
+    assert "no int8 file" in caplog.text
+    fp32 = OnnxPairScorer(out / "model.onnx", out, 64, threads=0).scores(a, b)
+    assert np.allclose(got, fp32)
+
+
 def test_registry_transformer_and_spark_udf_give_the_same_scores(spark, trained):
     cfg, res, _ = trained
     uri = f"models:/{res['model']}@challenger"
