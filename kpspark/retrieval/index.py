@@ -184,7 +184,11 @@ def read_manifest(location: str | os.PathLike[str], tracking_uri: str | None = N
     try:
         p = _fetch(location, tracking_uri, MANIFEST)
     except KPSparkError as e:
-        raise KPSparkError(f"{location} is not a keyphrase index ({e}); fit a KeyphraseRetriever first") from e
+        hint = "fit a KeyphraseRetriever first"
+        if "RESOURCE_DOES_NOT_EXIST" in str(e) or "not found" in str(e).lower():  # a lakehouse from another store
+            hint = ("the run is not on this tracking server (a lakehouse whose pipeline_state came from another "
+                    "store?): a full batch here builds and logs the index again")
+        raise KPSparkError(f"{location} is not a keyphrase index ({e}); {hint}") from e
     if not p.exists():
         raise KPSparkError(f"{location} is not a keyphrase index (no {MANIFEST}); fit a KeyphraseRetriever first")
     return json.loads(p.read_text())  # type: ignore[no-any-return]

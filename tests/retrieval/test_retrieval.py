@@ -155,6 +155,10 @@ def test_relevance_filter_and_bad_input(spark, tmp_path, indexed):
     with pytest.raises(KPSparkError, match="not a keyphrase index"):
         KeyphraseRetrieverModel(indexDir=str(tmp_path / "missing")).transform(
             spark.createDataFrame([(1, [0.1])], "item_id long, embedding array<float>"))
+    # a run this tracking store does not have (a lakehouse copied from another store): say so, and the way out
+    with pytest.raises(KPSparkError, match="not on this tracking server.*full batch"):
+        KeyphraseRetrieverModel(indexDir="runs:/0123456789abcdef0123456789abcdef/index").transform(
+            spark.createDataFrame([(1, [0.1])], "item_id long, embedding array<float>"))
     with pytest.raises(ValueError, match="shardBy"):
         KeyphraseRetriever(indexDir=str(tmp_path / "x"), shardBy="weird").fit(
             spark.createDataFrame([(1, "a", [0.1])], "keyphrase_id long, text string, embedding array<float>"))
