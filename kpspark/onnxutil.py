@@ -84,16 +84,15 @@ def export_torch(module: Any, example: Any, tokenizer: Any, out_dir: str | os.Pa
     return out / "model.onnx"
 
 
-def settle_int8(out_dir: str | os.PathLike[str], int8_problems: list[str], kind: str) -> dict[str, Any]:
+def settle_int8(out_dir: str | os.PathLike[str], int8_problems: str, kind: str) -> dict[str, Any]:
     """The ``files`` (and ``int8_rejected``) entries of an export's metadata once parity is known: int8 that meets
-    its gates is kept; int8 that misses them is deleted and the export is fp32 only, with a warning — the trained
-    model is registered and served in fp32 instead of being lost after training."""
+    its gates (no ``int8_problems``) is kept; int8 that misses them is deleted and the export is fp32 only, with a
+    warning — the trained model is registered and served in fp32 instead of being lost after training."""
     import logging
 
     if not int8_problems:
         return {"files": {"fp32": "model.onnx", "int8": "model.int8.onnx"}}
-    why = "; ".join(int8_problems)
     (Path(out_dir) / "model.int8.onnx").unlink(missing_ok=True)
     logging.getLogger(__name__).warning("%s export: int8 misses parity (%s); the model is exported in fp32 only",
-                                        kind, why)
-    return {"files": {"fp32": "model.onnx"}, "int8_rejected": why}
+                                        kind, int8_problems)
+    return {"files": {"fp32": "model.onnx"}, "int8_rejected": int8_problems}

@@ -120,7 +120,7 @@ def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.Path
     meta = {"kind": "bi_encoder", "max_length": max_length, "dimension": full,
             "dims": sorted({int(d) for d in dims if d <= full} | {full}, reverse=True),
             "inputs": list(INPUTS), "output": "embedding",
-            **settle_int8(out, [parity.int8_problems] if not parity.int8_ok else [], "bi-encoder"),
+            **settle_int8(out, parity.int8_problems, "bi-encoder"),
             "parity": asdict(parity)}
     write_export_meta(out, meta)
     return out, parity

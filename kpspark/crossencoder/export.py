@@ -116,8 +116,7 @@ def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.Path
     quantize_int8(out / "model.onnx", out / "model.int8.onnx", per_channel=per_channel)
     parity = check_parity(model_dir, out, a, b, max_length, threshold_logit, **gates)
     meta = {"kind": "cross_encoder", "max_length": max_length, "threshold_logit": threshold_logit,
-            "inputs": list(INPUTS), **settle_int8(out, [parity.int8_problems] if not parity.int8_ok else [],
-                                                  "cross-encoder"),
+            "inputs": list(INPUTS), **settle_int8(out, parity.int8_problems, "cross-encoder"),
             "parity": asdict(parity)}
     write_export_meta(out, meta)
     return out, parity
