@@ -261,7 +261,7 @@ class StreamingConfig:
     trigger: str = "processingTime"  # processingTime (a long-running query) | availableNow (drain what is there, stop)
     interval: str = "1 minute"  # processingTime trigger interval
     max_files_per_trigger: int = 100  # Delta commits' files read per micro-batch
-    query_name: str = "kpspark-items-nrt"  # also the MERGE's idempotency app id (with the batch id as its version)
+    query_name: str = "kpspark-items-nrt"  # with the query id kept in its checkpoint, the MERGE's idempotency app id (`<name>:<id>`; batch id = version)
 
 
 @dataclass(frozen=True)

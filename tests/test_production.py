@@ -135,18 +135,27 @@ def test_streaming_updates_revised_items_once_per_batch_and_restarts_from_its_ch
 
     # restarted from its checkpoint with nothing new: no micro-batch, no commit
     v = tables.version(spark, lake, "recommendations")
-    assert streaming.run_streaming(lake, spark)["batches"] == 0
+    restart = streaming.run_streaming(lake, spark)
+    assert restart["batches"] == 0 and restart["app_id"] == res["app_id"]  # the query id lives in the checkpoint
     assert tables.version(spark, lake, "recommendations") == v
 
     # a replayed micro-batch (same batch id, as after a crash before the checkpoint's commit) is skipped by
     # Delta's transaction id; only a new one commits
     state = diff.read_state(spark, lake)[diff.ITEMS_STATE]
     changes = tables.read_changes(spark, lake, "items", int(state["version"]) + 1)
-    replay = streaming.process_batch(lake, changes, batch_id=0, run_id="replay")
+    app = res["app_id"]
+    replay = streaming.process_batch(lake, changes, batch_id=0, app=app, run_id="replay")
     assert replay["skipped"] == 1 and tables.version(spark, lake, "recommendations") == v
-    again = streaming.process_batch(lake, changes, batch_id=10**6, run_id="replay")
+    again = streaming.process_batch(lake, changes, batch_id=10**6, app=app, run_id="replay")
     assert again["skipped"] == 0 and tables.version(spark, lake, "recommendations") == v + 1
     assert diff.content_checksum(tables.read_table(spark, lake, "recommendations"))["rows"] == len(got)
+
+    # a query on a new checkpoint starts its batch ids at 0 again: a new app id, so its batches are applied, not
+    # skipped as replays of the old query's (which would leave the items it re-reads with stale rows)
+    fresh = dataclasses.replace(lake, streaming=dataclasses.replace(lake.streaming,
+                                                                    checkpoint=str(tmp_path / "new-checkpoint")))
+    anew = streaming.run_streaming(fresh, spark)
+    assert anew["app_id"] != app and anew["batches"] >= 1 and anew["batches_skipped"] == 0, anew
 
 
 def test_a_diff_over_items_changed_and_changed_back_reproduces_the_full_batch_rows(spark, pipeline, tmp_path):

@@ -6,9 +6,12 @@ the last full batch or daily diff covered, on its first start; from its checkpoi
 (embedding -> ANN -> cross-encoder -> relevance filter -> top-n) and MERGEs the result into
 ``recommendations``: the items' rows are replaced, deleted items' rows removed.
 
-Exactly-once effect: the MERGE carries Delta's transaction identifier ``(query_name, batch_id)``, so a
+Exactly-once effect: the MERGE carries Delta's transaction identifier ``(app id, batch_id)``, so a
 micro-batch replayed after a crash (the checkpoint had not recorded it as done) is skipped by Delta
-if its MERGE had committed, and applied otherwise.
+if its MERGE had committed, and applied otherwise. The app id is ``<query_name>:<query id>``: the query id
+is kept in the checkpoint (it survives restarts from it), so a query started on a new checkpoint, whose
+batch ids begin at 0 again, is not mistaken for replays of the old query's batches (Delta's own advice for
+``foreachBatch`` writes).
 
 The pipeline (index, threshold, model versions) is read from ``pipeline_state`` and the registry for
 every micro-batch, so a rebuilt index or a promoted model is picked up without restarting the query.
@@ -18,6 +21,7 @@ updates), updates the embeddings tables, and handles keyphrase changes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -38,20 +42,26 @@ def checkpoint_location(cfg: Config) -> str:
     return cfg.streaming.checkpoint or f"{lakehouse_root(cfg)}/_checkpoints/items_stream"
 
 
-def process_batch(cfg: Config, batch: "DataFrame", batch_id: int, run_id: str = "") -> dict[str, Any]:
-    """One micro-batch of ``items`` change rows -> one idempotent MERGE into ``recommendations``."""
+def app_id(cfg: Config, query_id: str) -> str:
+    """The MERGEs' transaction app id for the query with this (checkpoint-persistent) id."""
+    return f"{cfg.streaming.query_name}:{query_id}"
+
+
+def process_batch(cfg: Config, batch: "DataFrame", batch_id: int, app: str, run_id: str = "") -> dict[str, Any]:
+    """One micro-batch of ``items`` change rows -> one MERGE into ``recommendations``, idempotent per
+    ``(app, batch_id)`` (``app``: :func:`app_id` of the query)."""
     from kpspark.production import diff
 
     t0 = time.time()
     spark = batch.sparkSession
     last = freeze(diff.last_changes(batch, "item_id"))
     try:
-        return _process(cfg, spark, last, batch_id, run_id, t0)
+        return _process(cfg, spark, last, batch_id, app, run_id, t0)
     finally:
         last.unpersist()
 
 
-def _process(cfg: Config, spark: "SparkSession", last: "DataFrame", batch_id: int, run_id: str,
+def _process(cfg: Config, spark: "SparkSession", last: "DataFrame", batch_id: int, app: str, run_id: str,
              t0: float) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
@@ -74,7 +84,7 @@ def _process(cfg: Config, spark: "SparkSession", last: "DataFrame", batch_id: in
         want = top_n(pipe.transform(ups).select(*RECOMMENDATION_COLS), cfg.retrieval.top_n).select(
             *RECOMMENDATION_COLS, "rank", *stamp_columns(version_stamp(pipe), run_id))
     touched = ups.select("item_id").unionByName(dels)
-    merged = diff.merge_recommendations(spark, cfg, want, touched, txn=(cfg.streaming.query_name, batch_id))
+    merged = diff.merge_recommendations(spark, cfg, want, touched, txn=(app, batch_id))
     out = {"batch_id": batch_id, "items_upserted": n_ups, "items_deleted": n_dels, **merged,
            "seconds": round(time.time() - t0, 2)}
     logger.info("streaming batch %s: %s", batch_id, out)
@@ -97,8 +107,13 @@ def start_stream(cfg: Config, spark: "SparkSession", run_id: str = "",
               .option("startingVersion", start).option("maxFilesPerTrigger", st.max_files_per_trigger))
     stream = reader.load(ref.location) if ref.is_path else reader.table(ref.location)
 
+    ident: dict[str, str] = {}
+    known = threading.Event()
+
     def _batch(df: "DataFrame", batch_id: int) -> None:
-        res = process_batch(cfg, df, batch_id, run_id=run_id)
+        if not known.wait(120):  # set as soon as start() returns the query (and its id)
+            raise RuntimeError("the streaming query's id was not known within 120 s of its first batch")
+        res = process_batch(cfg, df, batch_id, ident["app"], run_id=run_id)
         if on_batch is not None:
             on_batch(res)
 
@@ -110,7 +125,10 @@ def start_stream(cfg: Config, spark: "SparkSession", run_id: str = "",
         writer = writer.trigger(processingTime=st.interval)
     else:
         raise ValueError(f"streaming.trigger must be availableNow or processingTime, got {st.trigger!r}")
-    return writer.start()
+    q = writer.start()
+    ident["app"] = app_id(cfg, str(q.id))
+    known.set()
+    return q
 
 
 def run_streaming(cfg: Config, spark: "SparkSession", timeout_s: float | None = None) -> dict[str, Any]:
@@ -140,8 +158,9 @@ def run_streaming(cfg: Config, spark: "SparkSession", timeout_s: float | None = 
                 q.stop()
         if q.exception() is not None:
             raise RuntimeError(f"the streaming query failed: {q.exception()}")
-    return {"run_id": run.info.run_id, "batches": len(batches),
+    return {"run_id": run.info.run_id, "app_id": app_id(cfg, str(q.id)), "batches": len(batches),
             "items_upserted": sum(b["items_upserted"] for b in batches),
             "items_deleted": sum(b["items_deleted"] for b in batches),
             "rows_upserted": sum(b.get("rows_upserted", 0) for b in batches),
+            "batches_skipped": sum(b.get("skipped", 0) for b in batches),
             "checkpoint": checkpoint_location(cfg)}

@@ -18,13 +18,14 @@ from tests.reliability.jobproc import delta_commits
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
-def _txn_versions(table_dir: str, app_id: str) -> list[int]:
+def _txn_versions(table_dir: str, query_name: str) -> list[tuple[str, int]]:
+    """(app id, batch id) of every commit by a query of this name (app id ``<name>:<query id>``)."""
     out = []
     for f in sorted((Path(table_dir) / "_delta_log").glob("*.json")):
         for line in f.read_text().splitlines():
             action = json.loads(line)
-            if "txn" in action and action["txn"]["appId"] == app_id:
-                out.append(int(action["txn"]["version"]))
+            if "txn" in action and action["txn"]["appId"].startswith(query_name + ":"):
+                out.append((action["txn"]["appId"], int(action["txn"]["version"])))
     return out
 
 
@@ -60,7 +61,7 @@ def test_streaming_killed_and_restarted_has_no_duplicates_and_no_gaps(spark, pip
             state.update(phase=1, t=time.time())
         return state["phase"] == 1 and time.time() - state["t"] > 1.5
 
-    kill = submit_and_kill(cluster, "streaming", lake, pyfiles, tmp_path / "killed", scenario)
+    kill = submit_and_kill(cluster, "streaming", lake, pyfiles, tmp_path / "killed", scenario, sets=sets)
     assert kill["killed"], kill
     before_restart = _txn_versions(recs_dir, app)
     revise(ids[4:], "Mint")
@@ -73,6 +74,7 @@ def test_streaming_killed_and_restarted_has_no_duplicates_and_no_gaps(spark, pip
     gaps = sorted(int(i) for i in got[got["item_id"].isin(ids) & (got["run_id"] == full_run)]["item_id"].unique())
     assert dups == 0 and gaps == [], (dups, gaps)
     assert len(after) == len(set(after)), after  # no micro-batch committed twice
+    assert len({a for a, _ in after}) == 1, after  # the restart is the same query (its id is in the checkpoint)
     assert res["items_upserted"] >= 2  # the restart picked up at least the revisions made after the kill
     figures["streaming_kill_restart"] = {
         "revised_items": len(ids), "batches_committed_before_kill": len(before_restart),
