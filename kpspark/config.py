@@ -34,6 +34,9 @@ class SparkConfig:
     """How :func:`kpspark.session.get_spark` builds a session."""
 
     master: str = "local[*]"
+    # Spark Connect: sc://host:port (a Connect server; Databricks shared/serverless) or local[N] (a local Connect
+    # server started with this session's jars and confs); "" = a classic session. Jobs: --remote URL
+    remote: str = ""
     app_name: str = "kpspark"
     jars_dir: str = ".cache/jars"
     with_nlp: bool = False
@@ -61,8 +64,10 @@ class MlflowConfig:
     """Tracking/registry store; ``MLFLOW_TRACKING_URI`` overrides ``tracking_uri``."""
 
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    # the model registry, when it is not the tracking store (databricks-uc: Unity Catalog); "" = the tracking URI
+    registry_uri: str = ""
     artifact_root: str = "mlruns/artifacts"
-    experiment: str = "kpspark"
+    experiment: str = "kpspark"  # on Databricks a workspace path (/Shared/kpspark, /Users/<you>/kpspark)
 
 
 @dataclass(frozen=True)
@@ -413,6 +418,27 @@ def _section_at(loc: Sequence[Any]) -> Any:
     return cls
 
 
+def templates() -> dict[str, Path]:
+    """The config templates shipped in the package (``kpspark/conf/*.yaml``; the checkout's ``conf/`` links to
+    them): ``local``, ``cluster``, ``databricks``."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("kpspark") / "conf"))
+    return {f.stem: f for f in sorted(folder.glob("*.yaml"))}
+
+
+def conf_file(p: str | os.PathLike[str]) -> Path:
+    """A config file: ``p`` when it exists, else the packaged template it names (``local``, ``local.yaml`` or
+    ``conf/local.yaml``, so the checkout's paths work from an installed package too)."""
+    path = Path(p)
+    if path.exists():
+        return path
+    known = templates()
+    if path.parts[:-1] in ((), ("conf",)) and path.suffix in ("", ".yaml", ".yml") and path.stem in known:
+        return known[path.stem]
+    raise ConfigError(f"config file not found: {path} (the packaged templates: {', '.join(known)})")
+
+
 def load_config(*paths: str | os.PathLike[str], overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
     """The defaults (the dataclasses above: each setting is declared once, there), then YAML files merged
     left to right (mappings such as ``spark.conf`` merge key by key), then ``overrides``
@@ -422,9 +448,7 @@ def load_config(*paths: str | os.PathLike[str], overrides: Sequence[str] | Mappi
     """
     tree: dict[str, Any] = Config().to_dict()
     for p in paths:
-        path = Path(p)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
+        path = conf_file(p)
         with path.open() as fh:
             data = yaml.safe_load(fh) or {}
         if not isinstance(data, Mapping):
@@ -443,7 +467,10 @@ def parse_job_args(argv: Sequence[str] | None = None, description: str = "", ext
     parser.add_argument("--conf", action="append", default=[], help="YAML config file (repeatable, merged in order)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set sample.size=tiny")
+    parser.add_argument("--remote", default="", metavar="URL",
+                        help="run over Spark Connect: sc://host:port, or local[N] for a local Connect server")
     for flag, kwargs in extra:
         parser.add_argument(flag, **kwargs)
     args = parser.parse_args(argv)
-    return load_config(*args.conf, overrides=args.overrides), args
+    overrides = [*args.overrides, *([f"spark.remote={args.remote}"] if args.remote else [])]
+    return load_config(*args.conf, overrides=overrides), args

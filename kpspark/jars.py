@@ -5,8 +5,10 @@ The jars are resolved **once** from Maven Central into a project-local cache by
 extra build tool is needed. Later runs only read ``manifest.json`` in the cache and pass
 the files through ``spark.jars``: they never touch the network.
 
-The cache folder is, in order: the ``KPSPARK_JARS_DIR`` environment variable, the
-``spark.jars_dir`` config value, ``./.cache/jars``.
+Delta (and Spark NLP) publish one artifact per Spark line (Scala 2.12 for 3.5, one per minor for 4.x),
+so the coordinates follow the installed pyspark (:data:`LANES`) and each lane has its own cache:
+``<cache>/spark-<major.minor>/``. The cache folder is, in order: the ``KPSPARK_JARS_DIR``
+environment variable, the ``spark.jars_dir`` config value, ``./.cache/jars``.
 """
 from __future__ import annotations
 
@@ -25,25 +27,58 @@ from kpspark.errors import JarsMissingError
 
 logger = logging.getLogger(__name__)
 
-#: Maven coordinates by short name. Delta's artifact is built per Spark minor version.
-COORDINATES: dict[str, str] = {
-    "delta": "io.delta:delta-spark_4.1_2.13:4.4.0",
-    "nlp": "com.johnsnowlabs.nlp:spark-nlp_2.13:7.0.0",
+#: Maven coordinates by Spark line (pyspark ``major.minor``) and short name: Delta builds one artifact per
+#: line; Spark NLP is on Maven Central for Scala 2.12 only (Spark 3.5), nothing for Spark 4.
+LANES: dict[str, dict[str, str]] = {
+    "3.5": {"delta": "io.delta:delta-spark_2.12:3.3.2", "nlp": "com.johnsnowlabs.nlp:spark-nlp_2.12:5.5.3"},
+    "4.0": {"delta": "io.delta:delta-spark_4.0_2.13:4.4.0"},
+    "4.1": {"delta": "io.delta:delta-spark_4.1_2.13:4.4.0"},
+    "4.2": {"delta": "io.delta:delta-spark_4.2_2.13:4.4.1"},
 }
+NAMES = ("delta", "nlp")
+#: Transitive artifacts left out: Spark NLP's TensorFlow, llama.cpp and OpenVINO engines live on John Snow Labs'
+#: own repository, not Maven Central; its ONNX engine (what kpspark uses) is on Central.
+EXCLUDES: dict[str, str] = {"nlp": ",".join(f"com.johnsnowlabs.nlp:{a}_2.12" for a in (
+    "tensorflow-cpu", "jsl-llamacpp-cpu", "jsl-openvino-cpu"))}
 #: Jars every session needs; the others are optional capabilities.
 REQUIRED = ("delta",)
 FETCH_COMMAND = "make jars  (or: python -m kpspark.jars fetch)"
 MANIFEST = "manifest.json"
+_WHY_MISSING = {"nlp": "Spark NLP publishes no Scala 2.13 artifact on Maven Central (only spark-nlp_2.12 5.5.x, "
+                       "for Spark 3.5): use the Spark 3.5 lane (pip install 'pyspark>=3.5.3,<3.6') for it"}
 
 
-def jars_dir(configured: str | os.PathLike[str] | None = None) -> Path:
-    """Return the jar cache folder (env ``KPSPARK_JARS_DIR`` > ``configured`` > ``./.cache/jars``)."""
+def lane(version: str | None = None) -> str:
+    """The Spark line (``"3.5"``, ``"4.1"``, ...) of ``version`` (default: the installed pyspark); a clear error
+    for a line kpspark has no jars for."""
+    if version is None:
+        import pyspark
+
+        version = pyspark.__version__
+    line = ".".join(version.split(".")[:2])
+    if line not in LANES:
+        raise JarsMissingError(f"pyspark {version} is not a supported Spark line: kpspark runs on Spark "
+                               f"{', '.join(LANES)} (Delta Lake publishes jars for those)")
+    return line
+
+
+def coordinate(name: str, line: str | None = None) -> str:
+    """The Maven coordinate of ``name`` for Spark line ``line`` (default: the installed pyspark's)."""
+    if name not in NAMES:
+        raise ValueError(f"jar name must be one of {sorted(NAMES)}, got {name!r}")
+    line = line or lane()
+    try:
+        return LANES[line][name]
+    except KeyError:
+        raise JarsMissingError(f"no {name} jar for Spark {line}: {_WHY_MISSING.get(name, 'not published')}") from None
+
+
+def jars_dir(configured: str | os.PathLike[str] | None = None, line: str | None = None) -> Path:
+    """The jar cache of a Spark line: ``<root>/spark-<line>`` (root: env ``KPSPARK_JARS_DIR`` > ``configured``
+    > ``./.cache/jars``; line: the installed pyspark's)."""
     env = os.environ.get("KPSPARK_JARS_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    if configured:
-        return Path(configured).expanduser().resolve()
-    return (Path.cwd() / ".cache" / "jars").resolve()
+    root = Path(env or configured or Path.cwd() / ".cache" / "jars").expanduser().resolve()
+    return root / f"spark-{line or lane()}"
 
 
 def read_manifest(cache: Path) -> dict[str, list[str]]:
@@ -65,13 +100,12 @@ def jar_paths(names: Iterable[str] = REQUIRED, configured: str | None = None) ->
     manifest = read_manifest(cache)
     out: list[str] = []
     for name in names:
-        if name not in COORDINATES:
-            raise ValueError(f"jar name must be one of {sorted(COORDINATES)}, got {name!r}")
+        coord = coordinate(name)
         files = manifest.get(name) or []
         missing = [f for f in files if not Path(f).exists()]
         if not files or missing:
             raise JarsMissingError(
-                f"{COORDINATES[name]} is not in the local jar cache {cache} "
+                f"{coord} is not in the local jar cache {cache} "
                 f"({'missing files: ' + ', '.join(missing) if missing else 'never fetched'}). "
                 f"Fetch it once with: {FETCH_COMMAND}"
             )
@@ -91,9 +125,9 @@ def available(name: str, configured: str | None = None) -> bool:
 _RESOLVE_SCRIPT = """
 import sys
 from pyspark.sql import SparkSession
-coord, ivy = sys.argv[1], sys.argv[2]
+coord, ivy, excludes = sys.argv[1], sys.argv[2], sys.argv[3]
 spark = (SparkSession.builder.master("local[1]").appName("kpspark-fetch-jars")
-         .config("spark.jars.packages", coord).config("spark.jars.ivy", ivy)
+         .config("spark.jars.packages", coord).config("spark.jars.ivy", ivy).config("spark.jars.excludes", excludes)
          .config("spark.ui.enabled", "false").getOrCreate())
 spark.stop()
 """
@@ -121,7 +155,8 @@ def fetch(names: Iterable[str] = REQUIRED, configured: str | None = None, option
 
     Each coordinate is resolved by Spark's Ivy in a throwaway ``local[1]`` session in a
     subprocess; its jars (with their transitive dependencies) are copied to
-    ``<cache>/<name>/`` and listed in ``manifest.json``. Already fetched names are skipped.
+    ``<cache>/<name>/`` and listed in ``manifest.json`` (the cache of the installed pyspark's line). Already
+    fetched names are skipped; an optional name the line has no artifact for is recorded as unavailable.
     A failure on a required name raises; on an optional name it is logged and recorded.
     """
     cache = jars_dir(configured)
@@ -130,14 +165,21 @@ def fetch(names: Iterable[str] = REQUIRED, configured: str | None = None, option
     unavailable: dict[str, str] = {}
     wanted = [(n, True) for n in names] + [(n, False) for n in optional if n not in names]
     for name, required in wanted:
-        if available(name, str(cache)):
+        if available(name, configured):
             logger.info("jars for %s already cached", name)
             continue
-        coord = COORDINATES[name]
+        try:
+            coord = coordinate(name)
+        except JarsMissingError as e:
+            if required:
+                raise
+            logger.warning("%s (optional; the features that need it stay off)", e)
+            unavailable[name] = str(e)
+            continue
         logger.info("resolving %s from Maven Central (once)", coord)
         with tempfile.TemporaryDirectory(prefix="kpspark-ivy-") as ivy:
             proc = subprocess.run(
-                [sys.executable, "-c", _RESOLVE_SCRIPT, coord, ivy],
+                [sys.executable, "-c", _RESOLVE_SCRIPT, coord, ivy, EXCLUDES.get(name, "")],
                 capture_output=True, text=True, check=False,
             )
             jars = sorted(Path(ivy, "jars").glob("*.jar")) if Path(ivy, "jars").exists() else []
@@ -161,7 +203,8 @@ def fetch(names: Iterable[str] = REQUIRED, configured: str | None = None, option
                 shutil.copy2(jar, target)
                 manifest[name].append(str(target))
     with (cache / MANIFEST).open("w") as fh:
-        json.dump({"coordinates": COORDINATES, "jars": manifest, "unavailable": unavailable}, fh, indent=2)
+        json.dump({"spark": lane(), "coordinates": LANES[lane()], "jars": manifest, "unavailable": unavailable},
+                  fh, indent=2)
     return manifest
 
 

@@ -141,3 +141,12 @@ def split_by_item(stage: str, dataset: "DataFrame", need: list[str], optional: I
                        stage, int((~usable).sum()), len(pdf))
     pdf = pdf[usable]
     return pdf[~pdf["_val"]].drop(columns="_val"), pdf[pdf["_val"]].drop(columns="_val")
+
+
+def try_cast(column: str, dtype: Any) -> "Any":
+    """``column`` cast to ``dtype`` (a DataType or SQL type name), null where the value does not convert — on every
+    Spark line (``Column.try_cast`` is Spark 4 only; the SQL function is there since 3.2)."""
+    from pyspark.sql import functions as F
+
+    name = dtype if isinstance(dtype, str) else dtype.simpleString()
+    return F.expr(f"try_cast(`{column.replace('`', '``')}` AS {name})")

@@ -14,6 +14,8 @@ from kpspark.data import tables
 from kpspark.production import diff
 from tests.conftest import use_store
 
+pytestmark = pytest.mark.compat  # the Spark-lane subset (make test-lanes)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(pipeline, monkeypatch):

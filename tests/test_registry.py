@@ -8,6 +8,8 @@ from kpspark.evaluation.baselines import jaccard, jaccard_scores
 from kpspark.registry import models, tracking
 from kpspark.registry.pyfunc import log_jaccard_model
 
+pytestmark = pytest.mark.compat  # the Spark-lane subset (make test-lanes)
+
 
 def test_jaccard_penalises_short_head_keyphrases():
     title = "Apple iPhone 11 64GB Red Unlocked Smartphone"
@@ -67,3 +69,32 @@ def test_spark_udf_gives_the_same_scores(spark, cfg):
                                "keyphrase string, category string, title string")
     got = [r[0] for r in df.select(udf("keyphrase", "category", "title")).collect()]
     assert got == pytest.approx([jaccard("red iphone", "Apple iPhone Red"), jaccard("drill", "DeWalt Drill 20v")])
+
+
+def test_a_registry_of_its_own_is_where_the_driver_and_the_executors_resolve_models(spark, pipeline, tmp_path,
+                                                                                     monkeypatch):
+    """``mlflow.registry_uri`` apart from the tracking store (Unity Catalog's shape: ``databricks-uc`` next to
+    ``databricks``): a version registered there is resolved there by the driver (alias pinning, the check
+    before a job) and by the executors (the download), its files coming from the tracking store's run."""
+    import dataclasses
+
+    from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+    from tests.conftest import lake_copy
+
+    cfg = lake_copy(pipeline, tmp_path / "a", monkeypatch)
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    split = dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow, registry_uri=registry))
+    champion = models.client(cfg).get_model_version_by_alias(cfg.models.cross_encoder, "champion")
+    assert models.register(split, champion.source, "kp-split-ce", alias="champion") == "1"
+    assert mlflow.get_registry_uri() == registry and mlflow.get_tracking_uri() == tracking.tracking_uri(cfg)
+    pairs = spark.createDataFrame([("red iphone case", "Cell Phones", "OtterBox Case for iPhone 11 Red"),
+                                   ("cordless drill", "Tools", "DeWalt 20V Cordless Drill")],
+                                  "keyphrase string, category string, title string")
+    stores = dict(trackingUri=tracking.tracking_uri(split), registryUri=tracking.registry_uri(split))
+    got = OnnxCrossEncoderModel(modelUri="models:/kp-split-ce@champion", precision="fp32", **stores) \
+        .transform(pairs).toPandas()
+    assert got["score"].between(0, 1).all() and len(got) == 2
+    # the tracking store has no model of that name: executors told to use it as their registry cannot load it
+    with pytest.raises(Exception, match="kp-split-ce"):
+        OnnxCrossEncoderModel(modelUri="models:/kp-split-ce/1", precision="fp32", trackingUri=stores["trackingUri"],
+                              registryUri=stores["trackingUri"]).transform(pairs).collect()

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.compat  # the Spark-lane subset (make test-lanes)
 
 
 def test_session_has_a_reliable_checkpoint_dir(spark):

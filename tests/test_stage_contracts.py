@@ -16,6 +16,8 @@ from kpspark.evaluation.calibration import ThresholdCalibrator, ThresholdModel
 from kpspark.labeling.judge import LLMJudge
 from kpspark.retrieval.retriever import KeyphraseRetriever, KeyphraseRetrieverModel
 
+pytestmark = pytest.mark.compat  # the Spark-lane subset (make test-lanes)
+
 STAGES = {
     "LLMJudge": lambda tmp: LLMJudge(backend="fake", model="fake-judge"),
     "CrossEncoderEstimator": lambda tmp: CrossEncoderEstimator(outputDir=str(tmp / "ce"), epochs=2.0, lr=5e-5),

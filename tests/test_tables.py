@@ -8,6 +8,8 @@ from kpspark.data import tables
 from kpspark.data.schemas import SCHEMAS
 from kpspark.errors import SchemaError
 
+pytestmark = pytest.mark.compat  # the Spark-lane subset (make test-lanes)
+
 ITEMS = "item_id string, title string, category string"
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from kpspark.config import Config
 from kpspark.errors import SchemaError
 from kpspark.rules import normalize_text_col
-from kpspark.sparkutil import scratch_dir
+from kpspark.sparkutil import scratch_dir, try_cast
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -137,7 +137,7 @@ def _tables_from_pairs(pairs: "DataFrame", label: "Column", source: str, mapping
         # rows whose query normalizes to nothing keep a null keyphrase_id -> quarantined on write
         "human_labels": p.select(
             "item_id", F.when(F.length("normalized") > 0, F.col("keyphrase_id")).alias("keyphrase_id"),
-            F.col("rating").try_cast("double").alias("rating"), label.cast("int").alias("label"),
+            try_cast("rating", "double").alias("rating"), label.cast("int").alias("label"),
             F.lit(source).alias("source"), F.lit(mapping).alias("mapping")),
     }
 
@@ -155,7 +155,7 @@ def read_homedepot(spark: "SparkSession", path: str | Path = HOMEDEPOT_SHARED,
                    options={"encoding": "ISO-8859-1"})
     good, bad = _split_malformed(df, ["item_id", "title", "query", "rating"])
     good = good.withColumn("category", F.lit(None).cast("string"))
-    out = _tables_from_pairs(good, F.col("rating").try_cast("double") >= relevant_at, "homedepot",
+    out = _tables_from_pairs(good, try_cast("rating", "double") >= relevant_at, "homedepot",
                              f"relevance>={relevant_at}->1; else 0 (mean of >=3 raters on 1-3)")
     out["malformed"] = bad
     return out
@@ -271,7 +271,7 @@ def read_rated_pairs(spark: "SparkSession", src: Any) -> dict[str, "DataFrame"]:
         good = good.withColumn("item_id", F.xxhash64(F.col("title")))
     if "category" not in good.columns:
         good = good.withColumn("category", F.lit(None).cast("string"))
-    out = _tables_from_pairs(good.drop("keyphrase_id"), F.col("rating").try_cast("double") >= src.relevant_at,
+    out = _tables_from_pairs(good.drop("keyphrase_id"), try_cast("rating", "double") >= src.relevant_at,
                              src.name, f"rating>={src.relevant_at}->1; else 0")
     out["malformed"] = bad
     return out

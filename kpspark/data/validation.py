@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from kpspark.config import QualityConfig
 from kpspark.data.schemas import TableSchema
 from kpspark.errors import SchemaError
+from kpspark.sparkutil import try_cast
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame
@@ -72,7 +73,7 @@ def annotate(df: "DataFrame", schema: TableSchema, quality: QualityConfig | None
         if f.name in df.columns:
             src = F.col(f"`{f.name}`")
             if in_types[f.name] != f.dataType.simpleString():
-                cast = src.try_cast(f.dataType)
+                cast = try_cast(f.name, f.dataType)
                 cols.append((src.isNotNull() & cast.isNull()).alias(f"_kp_bt_{f.name}"))
                 flags.append(f.name)
             else:
