@@ -40,19 +40,21 @@ def file_digests(folder: str | Path, names: list[str]) -> dict[str, str]:
     return {n: sha256(Path(folder) / n) for n in names if (Path(folder) / n).exists()}
 
 
-def verify_export(model_uri: str, kind: str, precision: str = "int8", tracking_uri: str | None = None
-                  ) -> dict[str, Any]:
+def verify_export(model_uri: str, kind: str, precision: str = "int8", tracking_uri: str | None = None,
+                  registry_uri: str | None = None) -> dict[str, Any]:
     """Check the export behind ``model_uri`` (see the module doc); a :class:`KPSparkError` naming the
     model and the problem when it is not usable. Returns what was checked."""
     if "@" in model_uri:  # an alias may move: checked every time; a pinned version does not change
-        return _verify(model_uri, kind, precision, tracking_uri)
-    return _VERIFIED.get((tracking_uri or "", model_uri, kind, precision),  # type: ignore[no-any-return]
-                         lambda: _verify(model_uri, kind, precision, tracking_uri))
+        return _verify(model_uri, kind, precision, tracking_uri, registry_uri)
+    key = (tracking_uri or "", registry_uri or "", model_uri, kind, precision)
+    return _VERIFIED.get(key, lambda: _verify(model_uri, kind, precision, tracking_uri,  # type: ignore[no-any-return]
+                                              registry_uri))
 
 
-def _verify(model_uri: str, kind: str, precision: str, tracking_uri: str | None) -> dict[str, Any]:
+def _verify(model_uri: str, kind: str, precision: str, tracking_uri: str | None,
+            registry_uri: str | None) -> dict[str, Any]:
     try:
-        d = local_model_dir(model_uri, tracking_uri)
+        d = local_model_dir(model_uri, tracking_uri, registry_uri)
         meta = json.loads((d / META_FILE).read_text())
     except KPSparkError:
         raise
@@ -127,9 +129,10 @@ def is_artifact_uri(location: str) -> bool:
     return ("://" in location or location.startswith(("runs:", "models:"))) and not location.startswith("file://")
 
 
-def download(uri: str, tracking_uri: str | None, prefix: str) -> Path:
+def download(uri: str, tracking_uri: str | None, prefix: str, registry_uri: str | None = None) -> Path:
     """A local copy of the artifact ``uri`` (a file or a folder) in a fresh scratch folder of this process,
-    through the tracking server ``tracking_uri`` (no progress bars in task logs)."""
+    through the tracking server ``tracking_uri`` and, for ``models:/`` URIs, the registry ``registry_uri``
+    (default: the tracking URI); no progress bars in task logs."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
@@ -137,17 +140,19 @@ def download(uri: str, tracking_uri: str | None, prefix: str) -> Path:
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+    if registry_uri or tracking_uri:
+        mlflow.set_registry_uri(registry_uri or tracking_uri)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=scratch_dir(prefix)))
 
 
-def local_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
+def local_model_dir(model_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None) -> Path:
     """A local copy of ``model_uri`` (downloaded once per process for registry/run URIs)."""
     if not is_artifact_uri(model_uri):
         return find_export_dir(model_uri.removeprefix("file://"))
     # the same models:/ URI names another model in another registry
-    return find_export_dir(_DOWNLOADS.get((tracking_uri or "", model_uri),
-                                          lambda: download(model_uri, tracking_uri, "kpspark-model-")))
+    key = (tracking_uri or "", registry_uri or "", model_uri)
+    return find_export_dir(_DOWNLOADS.get(key, lambda: download(model_uri, tracking_uri, "kpspark-model-",
+                                                                registry_uri)))
 
 
 def write_export_meta(out: Path, meta: dict[str, Any]) -> None:

@@ -34,6 +34,9 @@ class OnnxStageParams(Params):
                                 TypeConverters.toInt)
     minPartitions: Param[int] = Param(Params._dummy(), "minPartitions", "repartition inputs with fewer partitions "
                                       "(0 = default parallelism, -1 = never)", TypeConverters.toInt)
+    registryUri: Param[str] = Param(Params._dummy(), "registryUri", "MLflow registry URI for executors, when it "
+                                    "is not the tracking URI (databricks-uc; '' = the driver's)",
+                                    TypeConverters.toString)
     trackingUri: Param[str] = Param(Params._dummy(), "trackingUri", "MLflow tracking/registry URI for executors "
                                     "('' = MLFLOW_TRACKING_URI)", TypeConverters.toString)
 
@@ -53,7 +56,7 @@ class OnnxStageParams(Params):
         """``modelUri`` with a registry alias pinned to its current version."""
         from kpspark.registry.models import pin_alias
 
-        return pin_alias(self.getOrDefault(self.modelUri), self.getOrDefault(self.trackingUri))
+        return pin_alias(self.getOrDefault(self.modelUri), self._stores_for_executors()[1])
 
     def _run_model(self, dataset: "DataFrame", fn: Callable[..., Any], return_type: Any, *cols: "Column") -> "DataFrame":
         """``dataset`` with ``outputCol`` = ``fn`` over ``cols`` (lazy). Non-deterministic, so the optimizer never
@@ -75,7 +78,11 @@ class OnnxStageParams(Params):
         if not self.getOrDefault(self.modelUri):
             raise ValueError(f"{type(self).__name__}: modelUri is not set")
 
-    def _tracking_for_executors(self) -> str:
+    def _stores_for_executors(self) -> tuple[str, str]:
+        """(tracking URI, registry URI) the executors use: the Params, else the driver's (the registry defaults
+        to the tracking URI, as in MLflow)."""
         import mlflow
 
-        return self.getOrDefault(self.trackingUri) or mlflow.get_tracking_uri()
+        tracking = self.getOrDefault(self.trackingUri)
+        registry = self.getOrDefault(self.registryUri) or tracking or mlflow.get_registry_uri()
+        return tracking or mlflow.get_tracking_uri(), registry

@@ -80,6 +80,37 @@ def _warn_local_tracking(cfg: Config, master: str) -> None:
                        "tracking server (mlflow.tracking_uri=http://...)", uri)
 
 
+def _connect(cfg: Config, app_name: str | None) -> "SparkSession":
+    """A Spark Connect session (``spark.remote``). ``local[N]`` starts a local Connect server with the cached
+    Delta jars and every setting of a classic session (a server's static confs are set when it starts); a
+    ``sc://`` server is the cluster's: only the configured ``spark.conf`` values are set, as session confs."""
+    from pyspark.sql import SparkSession
+
+    remote = cfg.spark.remote
+    builder = SparkSession.builder.remote(remote).appName(app_name or cfg.spark.app_name)
+    settings = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()}
+    if remote.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", settings.get("spark.pyspark.python", sys.executable))
+        settings = {**LOCAL_ONLY, **_DEFAULTS, **settings}
+        if "spark.checkpoint.dir" not in settings and cfg.spark.checkpoint_dir != "none":
+            settings["spark.checkpoint.dir"] = checkpoint_dir(cfg)
+        if not cfg.spark.delta_provided:
+            settings.update({"spark.sql.extensions": DELTA_EXTENSION, "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+                             "spark.jars": ",".join(jars.jar_paths(jars.REQUIRED, cfg.spark.jars_dir))})
+    for k, v in settings.items():
+        builder = builder.config(k, v)
+    import warnings
+
+    with warnings.catch_warnings():  # the local server has the static confs; the client re-setting them warns
+        warnings.filterwarnings("ignore", message="Failed to set spark", category=UserWarning)
+        spark = builder.getOrCreate()
+    if not cfg.spark.delta_provided and not delta_configured(spark):
+        raise KPSparkError(f"the Spark Connect server at {remote} has no Delta Lake: start it with "
+                           f"spark.sql.extensions={DELTA_EXTENSION} and the Delta jars (or set spark.delta_provided)")
+    logger.info("Spark Connect session %s ready (%s)", spark.version, remote)
+    return spark
+
+
 def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkSession":
     """Return a SparkSession with Delta Lake for ``cfg`` (default: ``load_config()``).
 
@@ -89,6 +120,8 @@ def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkS
     from pyspark.sql import SparkSession
 
     cfg = cfg or load_config()
+    if cfg.spark.remote:
+        return _connect(cfg, app_name)
     active = SparkSession.getActiveSession()
     if active is not None:
         if not cfg.spark.delta_provided and not delta_configured(active):
@@ -124,6 +157,8 @@ def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkS
     for k, v in settings.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
+    if settings.get("spark.checkpoint.dir") and not spark.sparkContext.getCheckpointDir():
+        spark.sparkContext.setCheckpointDir(settings["spark.checkpoint.dir"])  # Spark 3.5 does not read the conf
     if under_submit and not cfg.spark.delta_provided:
         submitted = (spark.conf.get("spark.jars", "") or "") + (spark.conf.get("spark.jars.packages", "") or "")
         if "delta-spark" not in submitted:

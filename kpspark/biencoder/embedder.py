@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_embedder(model_uri: str, precision: str = "int8", tracking_uri: str | None = None, threads: int = 1,
-                  batch_size: int = 32) -> Any:
+                  batch_size: int = 32, registry_uri: str | None = None) -> Any:
     """An :class:`~kpspark.biencoder.onnx_embedder.OnnxTextEmbedder` for a model URI, cached per process.
 
     Refuses a model that is not a bi-encoder export or whose files are missing.
@@ -41,7 +41,7 @@ def load_embedder(model_uri: str, precision: str = "int8", tracking_uri: str | N
     from kpspark.biencoder.onnx_embedder import get_cached_embedder
     from kpspark.artifacts import META_FILE, model_file
 
-    d = local_model_dir(model_uri, tracking_uri)
+    d = local_model_dir(model_uri, tracking_uri, registry_uri)
     meta = json.loads((d / META_FILE).read_text())
     if meta.get("kind") != "bi_encoder":
         raise KPSparkError(f"{model_uri} is a {meta.get('kind')!r} export, not a bi-encoder")
@@ -50,13 +50,13 @@ def load_embedder(model_uri: str, precision: str = "int8", tracking_uri: str | N
 
 
 def make_embed_fn(model_uri: str, precision: str, tracking_uri: str | None, threads: int, batch_size: int,
-                  dim: int) -> Any:
+                  dim: int, registry_uri: str | None = None) -> Any:
     """The pandas UDF body; closes over plain values and loads the model on the executor."""
 
     def embed(batches: Iterator[Tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
         from kpspark.biencoder.text import item_texts
 
-        emb = load_embedder(model_uri, precision, tracking_uri, threads, batch_size)
+        emb = load_embedder(model_uri, precision, tracking_uri, threads, batch_size, registry_uri)
         for text, cat in batches:
             ok = (text.fillna("").astype(str).str.strip().str.len() > 0).to_numpy()
             out: list[Any] = [None] * len(text)
@@ -82,16 +82,16 @@ class TextEmbedder(Model, OnnxStageParams, DefaultParamsReadable, DefaultParamsW
     @keyword_only
     def __init__(self, *, inputCol: str = "text", categoryCol: str = "", outputCol: str = "embedding",
                  modelUri: str = "", precision: str = "int8", dim: int = 0, batchSize: int = 32, threads: int = 1,
-                 minPartitions: int = 0, trackingUri: str = "") -> None:
+                 minPartitions: int = 0, trackingUri: str = "", registryUri: str = "") -> None:
         super().__init__()
         self._setDefault(inputCol="text", categoryCol="", outputCol="embedding", modelUri="", precision="int8",
-                         dim=0, batchSize=32, threads=1, minPartitions=0, trackingUri="")
+                         dim=0, batchSize=32, threads=1, minPartitions=0, trackingUri="", registryUri="")
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, inputCol: str = "text", categoryCol: str = "", outputCol: str = "embedding",
                   modelUri: str = "", precision: str = "int8", dim: int = 0, batchSize: int = 32, threads: int = 1,
-                  minPartitions: int = 0, trackingUri: str = "") -> "TextEmbedder":
+                  minPartitions: int = 0, trackingUri: str = "", registryUri: str = "") -> "TextEmbedder":
         """Set several params at once."""
         return self._set(**self._input_kwargs)
 
@@ -116,7 +116,7 @@ class TextEmbedder(Model, OnnxStageParams, DefaultParamsReadable, DefaultParamsW
             raise ValueError(f"TextEmbedder: dim must be >= 0, got {g(self.dim)}")
         check_input_cols("TextEmbedder", dataset, {"text": g(self.inputCol), "category": g(self.categoryCol)},
                          outputs=[g(self.outputCol)], optional=["category"])
-        tracking = self._tracking_for_executors()
+        tracking, registry = self._stores_for_executors()
         fn = make_embed_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize),
-                           g(self.dim))
+                           g(self.dim), registry)
         return self._run_model(dataset, fn, EMBEDDING_TYPE, F.col(g(self.inputCol)), self._category())

@@ -19,8 +19,11 @@ logger = logging.getLogger(__name__)
 
 
 def model_name_for(cfg: Config, recipe: str) -> str:
-    """The configured recipe registers under ``models.bi_encoder``; others get a ``-<recipe>`` suffix."""
-    return cfg.models.bi_encoder if recipe == cfg.bi_encoder.recipe else f"{cfg.models.bi_encoder}-{recipe}"
+    """``models.bi_encoder`` for the configured recipe, a variant name for the others
+    (:func:`kpspark.registry.models.variant_name`)."""
+    from kpspark.registry.models import variant_name
+
+    return variant_name(cfg.models.bi_encoder, recipe, cfg.bi_encoder.recipe)
 
 
 def task_rows(spark: "SparkSession", cfg: Config, tasks: tuple[str, ...], ce_model: str | None = None) -> "DataFrame":
@@ -230,7 +233,8 @@ def run_embed(cfg: Config, spark: "SparkSession", alias: str | None = None, item
     if version is None:
         raise ValueError(f"{name}@{alias} is not set: train a bi-encoder (jobs/train_bi_encoder.py) and promote it")
     common = dict(modelUri=f"models:/{name}/{version}", precision=be.precision, dim=be.dim,
-                  batchSize=cfg.batch.embedder, trackingUri=tracking.tracking_uri(cfg))
+                  batchSize=cfg.batch.embedder, trackingUri=tracking.tracking_uri(cfg),
+                  registryUri=tracking.registry_uri(cfg))
     stamp = [F.lit(be.dim).alias("dim"), F.lit(name).alias("model_name"), F.lit(str(version)).alias("model_version"),
              F.current_timestamp().alias("embedded_at")]
     out: dict[str, Any] = {"model": name, "version": version, "dim": be.dim}

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 def load_scorer(model_uri: str, precision: str = "int8", tracking_uri: str | None = None, threads: int = 1,
-                batch_size: int = 16) -> Any:
+                batch_size: int = 16, registry_uri: str | None = None) -> Any:
     """An :class:`~kpspark.crossencoder.onnx_scorer.OnnxPairScorer` for a model URI, cached per process.
 
     Refuses, with a clear error, a model whose files are missing or corrupt or whose tokenizer does
@@ -49,13 +49,14 @@ def load_scorer(model_uri: str, precision: str = "int8", tracking_uri: str | Non
 
     from kpspark.crossencoder.onnx_scorer import get_cached_scorer
 
-    d = local_model_dir(model_uri, tracking_uri)
+    d = local_model_dir(model_uri, tracking_uri, registry_uri)
     meta = json.loads((d / META_FILE).read_text())
     onnx_file = model_file(d, meta, precision, model_uri)
     return get_cached_scorer(str(onnx_file), str(d), int(meta["max_length"]), threads, batch_size)
 
 
-def make_score_fn(model_uri: str, precision: str, tracking_uri: str | None, threads: int, batch_size: int) -> Any:
+def make_score_fn(model_uri: str, precision: str, tracking_uri: str | None, threads: int, batch_size: int,
+                  registry_uri: str | None = None) -> Any:
     """The pandas UDF body; closes over plain values and loads on the executor."""
 
     def score(batches: Iterator[Tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.Series]:
@@ -63,7 +64,7 @@ def make_score_fn(model_uri: str, precision: str, tracking_uri: str | None, thre
 
         from kpspark.crossencoder.text import pair_texts
 
-        scorer = load_scorer(model_uri, precision, tracking_uri, threads, batch_size)
+        scorer = load_scorer(model_uri, precision, tracking_uri, threads, batch_size, registry_uri)
         for kp, cat, title in batches:
             ok = (kp.fillna("").str.strip().str.len() > 0) & (title.fillna("").str.strip().str.len() > 0)
             out = np.full(len(kp), np.nan)
@@ -89,16 +90,17 @@ class OnnxCrossEncoderModel(Model, OnnxStageParams, DefaultParamsReadable, Defau
     @keyword_only
     def __init__(self, *, keyphraseCol: str = "keyphrase", categoryCol: str = "category", titleCol: str = "title",
                  outputCol: str = "score", modelUri: str = "", precision: str = "int8", batchSize: int = 16,
-                 threads: int = 1, trackingUri: str = "", minPartitions: int = 0) -> None:
+                 threads: int = 1, trackingUri: str = "", registryUri: str = "", minPartitions: int = 0) -> None:
         super().__init__()
         self._setDefault(keyphraseCol="keyphrase", categoryCol="category", titleCol="title", outputCol="score",
-                         modelUri="", precision="int8", batchSize=16, threads=1, trackingUri="", minPartitions=0)
+                         modelUri="", precision="int8", batchSize=16, threads=1, trackingUri="", registryUri="",
+                         minPartitions=0)
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, keyphraseCol: str = "keyphrase", categoryCol: str = "category", titleCol: str = "title",
                   outputCol: str = "score", modelUri: str = "", precision: str = "int8", batchSize: int = 16,
-                  threads: int = 1, trackingUri: str = "", minPartitions: int = 0) -> "OnnxCrossEncoderModel":
+                  threads: int = 1, trackingUri: str = "", registryUri: str = "", minPartitions: int = 0) -> "OnnxCrossEncoderModel":
         """Set several params at once."""
         return self._set(**self._input_kwargs)
 
@@ -114,7 +116,8 @@ class OnnxCrossEncoderModel(Model, OnnxStageParams, DefaultParamsReadable, Defau
         check_input_cols("OnnxCrossEncoderModel", dataset,
                          {"keyphrase": g(self.keyphraseCol), "title": g(self.titleCol), "category": g(self.categoryCol)},
                          outputs=[g(self.outputCol)], optional=["category"])
-        tracking = self._tracking_for_executors()
-        fn = make_score_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize))
+        tracking, registry = self._stores_for_executors()
+        fn = make_score_fn(self.resolvedModelUri(), g(self.precision), tracking, g(self.threads), g(self.batchSize),
+                           registry)
         return self._run_model(dataset, fn, "double", F.col(g(self.keyphraseCol)), self._category(),
                                F.col(g(self.titleCol)))

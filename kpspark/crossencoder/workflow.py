@@ -18,8 +18,11 @@ logger = logging.getLogger(__name__)
 
 
 def model_name_for(cfg: Config, recipe: str) -> str:
-    """The configured recipe registers under ``models.cross_encoder``; others get a ``-<recipe>`` suffix."""
-    return cfg.models.cross_encoder if recipe == cfg.cross_encoder.recipe else f"{cfg.models.cross_encoder}-{recipe}"
+    """``models.cross_encoder`` for the configured recipe, a variant name for the others
+    (:func:`kpspark.registry.models.variant_name`)."""
+    from kpspark.registry.models import variant_name
+
+    return variant_name(cfg.models.cross_encoder, recipe, cfg.cross_encoder.recipe)
 
 
 def _validation_metrics(spark: "SparkSession", cfg: Config, val: Any, scorer: Any) -> dict[str, float]:
@@ -125,7 +128,8 @@ def run_score_pairs(cfg: Config, spark: "SparkSession", alias: str | None = None
     if version is None:
         raise ValueError(f"{name}@{alias} is not set: train a model (jobs/train_cross_encoder.py) and promote it")
     scorer = OnnxCrossEncoderModel(modelUri=f"models:/{name}/{version}", precision=cfg.cross_encoder.precision,
-                                   batchSize=cfg.batch.cross_encoder, trackingUri=tracking.tracking_uri(cfg))
+                                   batchSize=cfg.batch.cross_encoder, trackingUri=tracking.tracking_uri(cfg),
+                                   registryUri=tracking.registry_uri(cfg))
     src = pairs if pairs is not None else tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id")
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
     kps = keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))

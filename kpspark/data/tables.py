@@ -4,6 +4,10 @@ Every write validates rows against the table's schema (:mod:`kpspark.data.valida
 good rows land in the table, rejected rows land in ``quarantine`` with a reason, and the
 returned :class:`WriteReport` holds ``rows_in == rows_written + rows_quarantined``.
 
+Delta is driven through SQL only (``CREATE TABLE IF NOT EXISTS``, ``MERGE INTO``, ``DESCRIBE HISTORY``), never
+the Python ``DeltaTable`` API, whose Spark Connect form needs a server plugin that classic Delta jars lack: the
+same statements run on a classic session, over Spark Connect and on Databricks serverless.
+
 Examples
 --------
 >>> from kpspark.data import tables                                  # doctest: +SKIP
@@ -25,8 +29,7 @@ from kpspark.data.validation import REASON_COL, annotate, split
 from kpspark.errors import KPSparkError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from delta.tables import DeltaTable
-    from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+    from pyspark.sql import DataFrame, DataFrameWriter, Row, SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +44,10 @@ class TableRef:
 
     @property
     def sql_name(self) -> str:
-        """Identifier usable in SQL (``delta.`/path``` or the table name)."""
-        return f"delta.`{self.location}`" if self.is_path else self.location
+        """Identifier usable in SQL (``delta.`/path``` or the table name, each part quoted)."""
+        if self.is_path:
+            return f"delta.`{self.location.replace('`', '``')}`"
+        return ".".join(f"`{p.replace('`', '``')}`" for p in self.location.split("."))
 
 
 @dataclass
@@ -86,40 +91,48 @@ def lakehouse_root(cfg: Config) -> str:
     return root.rstrip("/")
 
 
-def _delta() -> type["DeltaTable"]:
-    from delta.tables import DeltaTable
-
-    return DeltaTable
-
-
 def exists(spark: "SparkSession", cfg: Config, name: str) -> bool:
     """True when the logical table exists as a Delta table."""
     ref = table_ref(cfg, name)
-    if ref.is_path:
-        return bool(_delta().isDeltaTable(spark, ref.location))
-    return bool(spark.catalog.tableExists(ref.location))
+    if not ref.is_path:
+        return bool(spark.catalog.tableExists(ref.location))
+    try:
+        return str(spark.sql(f"DESCRIBE DETAIL {ref.sql_name}").select("format").first()[0]) == "delta"
+    except Exception:  # noqa: BLE001 (no table at that path: Spark's AnalysisException, classic or Connect)
+        return False
+
+
+def _ddl(schema: TableSchema) -> str:
+    return ", ".join(f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+                     for f in schema.struct.fields)
 
 
 def ensure_table(spark: "SparkSession", cfg: Config, name: str) -> TableRef:
     """Create the table with its schema (and Change Data Feed where the contract says) if absent."""
     ref = table_ref(cfg, name)
     schema = schema_of(name)
-    builder = _delta().createIfNotExists(spark)
-    builder = builder.location(ref.location) if ref.is_path else builder.tableName(ref.location)
-    builder = builder.addColumns(schema.struct)
+    sql = f"CREATE TABLE IF NOT EXISTS {ref.sql_name} ({_ddl(schema)}) USING DELTA"
     if schema.partition_by:
-        builder = builder.partitionedBy(*schema.partition_by)
+        sql += f" PARTITIONED BY ({', '.join(f'`{c}`' for c in schema.partition_by)})"
     if schema.cdf:
-        builder = builder.property("delta.enableChangeDataFeed", "true")
-    builder.execute()
+        sql += " TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')"
+    spark.sql(sql)
     return ref
 
 
-def delta_table(spark: "SparkSession", cfg: Config, name: str) -> "DeltaTable":
-    """The :class:`delta.tables.DeltaTable` of a logical name (created empty if absent)."""
-    ref = ensure_table(spark, cfg, name)
-    dt = _delta()
-    return dt.forPath(spark, ref.location) if ref.is_path else dt.forName(spark, ref.location)
+def last_commit(spark: "SparkSession", ref: TableRef) -> "Row | None":
+    """``version`` and ``operationMetrics`` of the table's latest commit (None for a table without one)."""
+    return spark.sql(f"DESCRIBE HISTORY {ref.sql_name} LIMIT 1").select("version", "operationMetrics").first()
+
+
+def merge(spark: "SparkSession", ref: TableRef, source: "DataFrame", on: str, clauses: str) -> None:
+    """``MERGE INTO <ref> t USING <source> s ON <on> <clauses>`` (the source as a temporary view of this session)."""
+    view = f"kpspark_merge_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    try:
+        spark.sql(f"MERGE INTO {ref.sql_name} t USING `{view}` s ON {on} {clauses}")
+    finally:
+        spark.catalog.dropTempView(view)
 
 
 def read_table(spark: "SparkSession", cfg: Config, name: str, version: int | None = None) -> "DataFrame":
@@ -133,7 +146,7 @@ def read_table(spark: "SparkSession", cfg: Config, name: str, version: int | Non
 
 def version(spark: "SparkSession", cfg: Config, name: str) -> int:
     """Latest Delta version of a logical table."""
-    row = delta_table(spark, cfg, name).history(1).select("version").first()
+    row = last_commit(spark, ensure_table(spark, cfg, name))
     return int(row[0]) if row else -1
 
 
@@ -177,9 +190,7 @@ def _save(writer: "DataFrameWriter", ref: TableRef) -> None:
 
 
 def _finish(spark: "SparkSession", cfg: Config, name: str, report: WriteReport) -> WriteReport:
-    ref = table_ref(cfg, name)
-    dt = _delta().forPath(spark, ref.location) if ref.is_path else _delta().forName(spark, ref.location)
-    last = dt.history(1).select("version", "operationMetrics").first()
+    last = last_commit(spark, table_ref(cfg, name))
     if last is not None:
         report.version = int(last[0])
         report.metrics = {k: str(v) for k, v in (last[1] or {}).items()}
@@ -221,16 +232,13 @@ def upsert(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame", batch
     if not schema.keys:
         raise KPSparkError(f"table {name!r} has no key columns; use write_table(mode='append')")
     batch_id = batch_id or uuid.uuid4().hex
-    target = delta_table(spark, cfg, name)
+    target = ensure_table(spark, cfg, name)
     annotated, good, bad, report = _prepare(df, cfg, schema, batch_id)
     try:
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in schema.keys)
         content = [c for c in schema.columns if c not in schema.keys]
         changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content) or "false"
-        (target.alias("t").merge(good.alias("s"), on)
-         .whenMatchedUpdateAll(condition=changed)
-         .whenNotMatchedInsertAll()
-         .execute())
+        merge(spark, target, good, on, f"WHEN MATCHED AND ({changed}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
         _quarantine(spark, cfg, bad, report)
     finally:
         annotated.unpersist()
@@ -240,11 +248,11 @@ def upsert(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame", batch
 def delete_keys(spark: "SparkSession", cfg: Config, name: str, keys: "DataFrame") -> int:
     """Delete the rows of ``name`` whose key columns match a row of ``keys``; returns rows deleted."""
     schema = schema_of(name)
-    target = delta_table(spark, cfg, name)
+    target = ensure_table(spark, cfg, name)
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in schema.keys)
-    target.alias("t").merge(keys.select(*schema.keys).dropDuplicates().alias("s"), on).whenMatchedDelete().execute()
-    last = target.history(1).select("operationMetrics").first()
-    return int((last[0] or {}).get("numTargetRowsDeleted", 0)) if last else 0
+    merge(spark, target, keys.select(*schema.keys).dropDuplicates(), on, "WHEN MATCHED THEN DELETE")
+    last = last_commit(spark, target)
+    return int((last[1] or {}).get("numTargetRowsDeleted", 0)) if last else 0
 
 
 def append_quarantine(spark: "SparkSession", cfg: Config, rows: "DataFrame") -> int:

@@ -36,6 +36,7 @@ from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from kpspark.secrets import read_secret
 from kpspark.sparkutil import check_input_cols
 from kpspark.labeling.backends import BACKENDS
 
@@ -61,10 +62,11 @@ def _to_json_object(value: Any) -> str:
     parsed = json.loads(v or "{}")
     if not isinstance(parsed, dict):
         raise TypeError(f"backendOptions must be a JSON object, got {v!r}")
-    secret_like = [k for k in parsed if "key" in k.lower() and not k.lower().endswith("_env")]
+    secret_like = [k for k in parsed if "key" in k.lower() and not k.lower().endswith(("_env", "_secret"))]
     if secret_like:
         raise ValueError(f"backendOptions must not hold secrets ({secret_like}); pass api_key_env, the *name* of "
-                         "the environment variable that holds the key")
+                         "the environment variable that holds the key, or api_key_secret ('<scope>/<key>' of a "
+                         "Databricks secret scope)")
     return json.dumps(parsed, sort_keys=True)
 
 
@@ -160,9 +162,11 @@ class LLMJudge(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             StructField("p_yes", DoubleType()), StructField("label", IntegerType()), StructField("raw", StringType()),
             StructField("judge_model", StringType()), StructField("prompt_version", StringType()),
             StructField("error", StringType())])
+        ref = json.loads(g(self.backendOptions)).get("api_key_secret")
+        api_key = read_secret(ref, dataset.sparkSession) if ref else None  # on the driver; to tasks in the closure
         fn = make_judge_fn(g(self.backend), g(self.model), g(self.backendOptions), template.version,
                            template.system, template.user, float(g(self.threshold)), self.effectiveBatchSize(),
-                           cols["title"], cols["category"], cols["keyphrase"], self.judgeModelName())
+                           cols["title"], cols["category"], cols["keyphrase"], self.judgeModelName(), api_key)
         # one task per slot: a work list after a sort + limit is one partition, which one core would judge
         return ensure_parallelism(dataset, g(self.minPartitions)).mapInPandas(fn, out_schema)
 
@@ -187,7 +191,7 @@ def bind_gpu() -> str | None:
 
 def make_judge_fn(backend: str, model: str, options_json: str, prompt_version: str, system: str, user: str,
                   threshold: float, batch_size: int, title_col: str, category_col: str, keyphrase_col: str,
-                  judge_model: str) -> Any:
+                  judge_model: str, api_key: str | None = None) -> Any:
     """The ``mapInPandas`` function; closes over plain values only (the template's text, not a path) and
     loads the backend on the executor. A backend that cannot load fails the task (and so the job) with a
     clear error; one failing call marks its rows' ``error`` and the task goes on."""
@@ -219,7 +223,7 @@ def make_judge_fn(backend: str, model: str, options_json: str, prompt_version: s
             if todo and be is None:
                 bind_gpu()
                 try:
-                    be = get_cached_backend(backend, model, options_json)
+                    be = get_cached_backend(backend, model, options_json, api_key)
                 except Exception as e:
                     raise KPSparkError(f"LLM judge: the {backend} backend cannot load {model!r}: "
                                        f"{type(e).__name__}: {e}") from e

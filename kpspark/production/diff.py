@@ -334,20 +334,25 @@ def merge_recommendations(spark: "SparkSession", cfg: Config, want: "DataFrame |
     t_rows = time.time() - t0
     content = [c for c in schema.names if c not in ("item_id", "keyphrase_id", "run_id", "created_at")]
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content)
-    merge = (tables.delta_table(spark, cfg, "recommendations").alias("t")
-             .merge(source.alias("s"), "t.item_id = s.item_id AND t.keyphrase_id = s.keyphrase_id")
-             .whenMatchedDelete(condition="s._action = 'delete'")
-             .whenMatchedUpdate(condition=f"s._action = 'upsert' AND ({changed})",
-                                set={c: f"s.`{c}`" for c in schema.names})
-             .whenNotMatchedInsert(condition="s._action = 'upsert'", values={c: f"s.`{c}`" for c in schema.names}))
+    target = tables.ensure_table(spark, cfg, "recommendations")
+    cols = ", ".join(f"`{c}`" for c in schema.names)
+    clauses = (f"WHEN MATCHED AND s._action = 'delete' THEN DELETE "
+               f"WHEN MATCHED AND s._action = 'upsert' AND ({changed}) THEN UPDATE SET "
+               + ", ".join(f"t.`{c}` = s.`{c}`" for c in schema.names)
+               + f" WHEN NOT MATCHED AND s._action = 'upsert' THEN INSERT ({cols}) VALUES ("
+               + ", ".join(f"s.`{c}`" for c in schema.names) + ")")
+
+    def run() -> None:
+        tables.merge(spark, target, source, "t.item_id = s.item_id AND t.keyphrase_id = s.keyphrase_id", clauses)
+
     t0 = time.time()
     if txn is None:
-        merge.execute()
+        run()
         return {"rows_upserted": n_up, "rows_deleted": n_del, "rows_s": round(t_rows, 2),
                 "merge_s": round(time.time() - t0, 2)}
     before = tables.version(spark, cfg, "recommendations")
     with _txn_conf(spark, *txn):
-        merge.execute()
+        run()
     skipped = int(tables.version(spark, cfg, "recommendations") == before)
     return {"rows_upserted": 0 if skipped else n_up, "rows_deleted": 0 if skipped else n_del, "skipped": skipped,
             "rows_s": round(t_rows, 2), "merge_s": round(time.time() - t0, 2)}

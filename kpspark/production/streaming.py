@@ -21,7 +21,6 @@ updates), updates the embeddings tables, and handles keyphrase changes.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -91,9 +90,49 @@ def _process(cfg: Config, spark: "SparkSession", last: "DataFrame", batch_id: in
     return out
 
 
-def start_stream(cfg: Config, spark: "SparkSession", run_id: str = "",
-                 on_batch: Any = None) -> "StreamingQuery":
-    """Start the query (not waiting). ``on_batch(result_dict)`` is called after every micro-batch."""
+def _query_id(spark: "SparkSession", name: str) -> str:
+    """The id of the running query ``name``, from inside its ``foreachBatch``. Classic: the stream thread's
+    ``sql.streaming.queryId`` local property (the batch's session is a clone that lists no queries); Spark
+    Connect (no SparkContext): the session's active queries (the batch runs in the client's session)."""
+    try:
+        qid = spark.sparkContext.getLocalProperty("sql.streaming.queryId")
+        if qid:
+            return str(qid)
+    except Exception:  # noqa: BLE001 (Spark Connect: no sparkContext)
+        pass
+    for q in spark.streams.active:
+        if q.name == name:
+            return str(q.id)
+    raise RuntimeError(f"no active streaming query named {name!r} in this session")
+
+
+def _log_batch(tracking_uri: str, run_id: str, res: dict[str, Any]) -> None:
+    """A micro-batch's figures as metrics of the job's MLflow run (step = batch id)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    MlflowClient(tracking_uri).log_batch(run_id, metrics=[
+        Metric(f"stream_{k}", float(v), now, int(res["batch_id"])) for k, v in res.items() if k != "batch_id"])
+
+
+def make_batch_fn(cfg: Config, run_id: str = "", tracking_uri: str = "") -> Any:
+    """The ``foreachBatch`` function. It closes over plain values only: over Spark Connect it is pickled and run
+    by a Python process beside the server, so its results go to the MLflow run ``run_id`` (when given), not
+    to a list in the client."""
+
+    def _batch(df: "DataFrame", batch_id: int) -> None:
+        app = app_id(cfg, _query_id(df.sparkSession, cfg.streaming.query_name))
+        res = process_batch(cfg, df, batch_id, app, run_id=run_id)
+        if run_id:
+            _log_batch(tracking_uri, run_id, res)
+
+    return _batch
+
+
+def start_stream(cfg: Config, spark: "SparkSession", run_id: str = "", tracking_uri: str = "") -> "StreamingQuery":
+    """Start the query (not waiting). With ``run_id``, every micro-batch's figures are logged to that MLflow run
+    (through ``tracking_uri``)."""
     from kpspark.data import tables
     from kpspark.production import diff
 
@@ -103,54 +142,43 @@ def start_stream(cfg: Config, spark: "SparkSession", run_id: str = "",
         raise diff.StateMissing("no pipeline_state: run the full batch (jobs/full_batch.py) before the stream")
     start = int(state[diff.ITEMS_STATE]["version"]) + 1  # used on the first start only; then the checkpoint
     ref = tables.ensure_table(spark, cfg, "items")
+    # nothing committed since the last full batch/diff: Delta refuses a starting version that does not exist yet,
+    # and "latest" is the same point (changes after the newest version)
+    starting = start if start <= tables.version(spark, cfg, "items") else "latest"
     reader = (spark.readStream.format("delta").option("readChangeFeed", "true")
-              .option("startingVersion", start).option("maxFilesPerTrigger", st.max_files_per_trigger))
+              .option("startingVersion", starting).option("maxFilesPerTrigger", st.max_files_per_trigger))
     stream = reader.load(ref.location) if ref.is_path else reader.table(ref.location)
-
-    ident: dict[str, str] = {}
-    known = threading.Event()
-
-    def _batch(df: "DataFrame", batch_id: int) -> None:
-        if not known.wait(120):  # set as soon as start() returns the query (and its id)
-            raise RuntimeError("the streaming query's id was not known within 120 s of its first batch")
-        res = process_batch(cfg, df, batch_id, ident["app"], run_id=run_id)
-        if on_batch is not None:
-            on_batch(res)
-
     writer = (stream.writeStream.queryName(st.query_name).option("checkpointLocation", checkpoint_location(cfg))
-              .foreachBatch(_batch))
+              .foreachBatch(make_batch_fn(cfg, run_id, tracking_uri)))
     if st.trigger == "availableNow":
         writer = writer.trigger(availableNow=True)
     elif st.trigger == "processingTime":
         writer = writer.trigger(processingTime=st.interval)
     else:
         raise ValueError(f"streaming.trigger must be availableNow or processingTime, got {st.trigger!r}")
-    q = writer.start()
-    ident["app"] = app_id(cfg, str(q.id))
-    known.set()
-    return q
+    return writer.start()
+
+
+def _batches_of(client: Any, run_id: str) -> list[dict[str, float]]:
+    """The micro-batches a run logged (:func:`_log_batch`), in batch order."""
+    run = client.get_run(run_id)
+    keys = [k for k in run.data.metrics if k.startswith("stream_")]
+    by_step: dict[int, dict[str, float]] = {}
+    for k in keys:
+        for m in client.get_metric_history(run_id, k):
+            by_step.setdefault(int(m.step), {"batch_id": int(m.step)})[k.removeprefix("stream_")] = m.value
+    return [by_step[s] for s in sorted(by_step)]
 
 
 def run_streaming(cfg: Config, spark: "SparkSession", timeout_s: float | None = None) -> dict[str, Any]:
     """Run the near-real-time job: with ``trigger: availableNow`` it drains the pending item changes and
     returns; with ``processingTime`` it runs until stopped (or ``timeout_s``). Micro-batch figures go to
-    an MLflow run (step = batch id)."""
-    from mlflow.entities import Metric
-
+    an MLflow run (step = batch id), which is also where the result's totals are read from."""
     from kpspark.registry import models, tracking
 
-    batches: list[dict[str, Any]] = []
     with tracking.start_run(cfg, "streaming", spark=spark, tables=["items", "recommendations"],
                             tags={"kind": "streaming"}) as run:
-        client = models.client(cfg)
-
-        def _log(res: dict[str, Any]) -> None:  # on the query's thread: the client, not the fluent API
-            batches.append(res)
-            now = int(time.time() * 1000)
-            client.log_batch(run.info.run_id, metrics=[
-                Metric(f"stream_{k}", float(v), now, int(res["batch_id"])) for k, v in res.items() if k != "batch_id"])
-
-        q = start_stream(cfg, spark, run_id=run.info.run_id, on_batch=_log)
+        q = start_stream(cfg, spark, run_id=run.info.run_id, tracking_uri=tracking.tracking_uri(cfg))
         try:
             q.awaitTermination(timeout_s)
         finally:
@@ -158,9 +186,10 @@ def run_streaming(cfg: Config, spark: "SparkSession", timeout_s: float | None = 
                 q.stop()
         if q.exception() is not None:
             raise RuntimeError(f"the streaming query failed: {q.exception()}")
+        batches = _batches_of(models.client(cfg), run.info.run_id)
+    total = {k: int(sum(b.get(k, 0) for b in batches)) for k in ("items_upserted", "items_deleted", "rows_upserted",
+                                                                  "skipped")}
     return {"run_id": run.info.run_id, "app_id": app_id(cfg, str(q.id)), "batches": len(batches),
-            "items_upserted": sum(b["items_upserted"] for b in batches),
-            "items_deleted": sum(b["items_deleted"] for b in batches),
-            "rows_upserted": sum(b.get("rows_upserted", 0) for b in batches),
-            "batches_skipped": sum(b.get("skipped", 0) for b in batches),
+            "items_upserted": total["items_upserted"], "items_deleted": total["items_deleted"],
+            "rows_upserted": total["rows_upserted"], "batches_skipped": total["skipped"],
             "checkpoint": checkpoint_location(cfg)}

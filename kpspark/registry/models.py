@@ -24,6 +24,14 @@ def model_uri(name: str, alias: str) -> str:
     return f"models:/{name}@{alias}"
 
 
+def variant_name(base: str, recipe: str, default_recipe: str) -> str:
+    """The registered name of ``recipe``'s model: ``base`` for the configured recipe, else ``<base>-<recipe>``, or
+    ``<base>_<recipe>`` for a Unity Catalog name (``catalog.schema.model``: letters, digits and underscores)."""
+    if recipe == default_recipe:
+        return base
+    return f"{base}{'_' if base.count('.') == 2 else '-'}{recipe}"
+
+
 def client(cfg: Config) -> Any:
     mlflow = configure(cfg)
     return mlflow.MlflowClient()  # type: ignore[attr-defined]

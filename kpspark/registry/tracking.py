@@ -39,6 +39,13 @@ def tracking_uri(cfg: Config) -> str:
     return _absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri)
 
 
+def registry_uri(cfg: Config) -> str:
+    """The model registry in force: ``cfg.mlflow.registry_uri``, else the tracking URI. (Not the environment's
+    ``MLFLOW_REGISTRY_URI``: ``mlflow.set_registry_uri`` writes that variable itself, so it would carry the last
+    configured store into the next config.)"""
+    return _absolute_sqlite(cfg.mlflow.registry_uri) if cfg.mlflow.registry_uri else tracking_uri(cfg)
+
+
 def artifact_location(cfg: Config) -> str | None:
     """Artifact root for new experiments (a local folder becomes an absolute ``file:`` URI)."""
     root = cfg.mlflow.artifact_root
@@ -52,11 +59,10 @@ def artifact_location(cfg: Config) -> str | None:
 
 
 def configure(cfg: Config) -> "mlflow":  # type: ignore[valid-type]
-    """Point MLflow (tracking and registry) at the configured store; return the ``mlflow`` module."""
+    """Point MLflow's tracking and registry at the configured stores; return the ``mlflow`` module."""
     mlflow = require("mlflow", "mlflow")
-    uri = tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)  # type: ignore[attr-defined]
-    mlflow.set_registry_uri(uri)  # type: ignore[attr-defined]
+    mlflow.set_tracking_uri(tracking_uri(cfg))  # type: ignore[attr-defined]
+    mlflow.set_registry_uri(registry_uri(cfg))  # type: ignore[attr-defined]
     return mlflow
 
 

@@ -38,22 +38,22 @@ def build_recommendation_pipeline(cfg: Config, index_uri: str, be_uri: str | Non
     from kpspark.retrieval.retriever import KeyphraseRetrieverModel
 
     r = cfg.retrieval
-    tracking_uri = tracking.tracking_uri(cfg)
-    be_uri = pin_alias(be_uri or models.model_uri(cfg.models.bi_encoder, cfg.models.serving_alias), tracking_uri)
-    ce_uri = pin_alias(ce_uri or models.model_uri(cfg.models.cross_encoder, cfg.models.serving_alias), tracking_uri)
+    tracking_uri, registry_uri = tracking.tracking_uri(cfg), tracking.registry_uri(cfg)
+    be_uri = pin_alias(be_uri or models.model_uri(cfg.models.bi_encoder, cfg.models.serving_alias), registry_uri)
+    ce_uri = pin_alias(ce_uri or models.model_uri(cfg.models.cross_encoder, cfg.models.serving_alias), registry_uri)
     # refuse a broken model here, on the driver, before any job writes a table (executors load the same files)
-    verify_export(be_uri, "bi_encoder", cfg.bi_encoder.precision, tracking_uri)
-    verify_export(ce_uri, "cross_encoder", cfg.cross_encoder.precision, tracking_uri)
+    verify_export(be_uri, "bi_encoder", cfg.bi_encoder.precision, tracking_uri, registry_uri)
+    verify_export(ce_uri, "cross_encoder", cfg.cross_encoder.precision, tracking_uri, registry_uri)
     stages = [
         TextEmbedder(inputCol="title", categoryCol="category", outputCol="item_embedding", modelUri=be_uri,
                      precision=cfg.bi_encoder.precision, dim=cfg.bi_encoder.dim, batchSize=cfg.batch.embedder,
-                     trackingUri=tracking_uri),
+                     trackingUri=tracking_uri, registryUri=registry_uri),
         KeyphraseRetrieverModel(indexDir=index_uri, embeddingCol="item_embedding", idCol="item_id", k=r.k,
                                 fallback=r.fallback, efSearch=r.ef_search, nprobe=r.nprobe,
                                 trackingUri=tracking_uri),
         OnnxCrossEncoderModel(keyphraseCol="keyphrase", categoryCol="category", titleCol="title",
                               outputCol="ce_score", modelUri=ce_uri, precision=cfg.cross_encoder.precision,
-                              batchSize=cfg.batch.cross_encoder, trackingUri=tracking_uri),
+                              batchSize=cfg.batch.cross_encoder, trackingUri=tracking_uri, registryUri=registry_uri),
         ThresholdModel(scoreCol="ce_score", categoryCol="category", filterRows=True,
                        threshold=r.threshold if threshold is None else threshold,
                        categoryThresholds=json.dumps(dict(category_thresholds or {}), sort_keys=True)),

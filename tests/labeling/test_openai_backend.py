@@ -131,3 +131,56 @@ def test_openai_backend_against_a_real_llama_cpp_server():
     # the same model through transformers gives a correlated P(yes) (GGUF Q4 vs dequantized fp32)
     hf = load_backend("transformers", "smollm2", torch_threads=2).judge(_prompts())
     assert max(abs(x.p_yes - y.p_yes) for x, y in zip(a, hf)) < 0.15
+
+
+class _Auth(http.server.BaseHTTPRequestHandler):
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen.append(self.headers.get("Authorization"))
+        _reply(self, [("Yes", -0.1), ("No", -2.4)])
+
+    def log_message(self, *args):
+        pass
+
+
+class _StandInDbutils:
+    """What Databricks' ``dbutils.secrets`` offers the judge: ``get(scope=, key=)``."""
+
+    def __init__(self, values: dict):
+        self.secrets = self
+        self.values = values
+
+    def get(self, scope: str, key: str) -> str:
+        return self.values[(scope, key)]
+
+
+def test_the_key_from_a_secret_scope_reaches_the_server_but_no_param_conf_or_saved_stage(spark, tmp_path):
+    from kpspark import secrets
+    from kpspark.labeling.judge import LLMJudge
+
+    canary = "sk-scope-canary-7f3a"
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Auth)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    opts = {"base_url": f"http://127.0.0.1:{srv.server_address[1]}/v1", "api_key_secret": "kpspark/openai",
+            "concurrency": 1}
+    judge = LLMJudge(backend="openai", model="m", backendOptions=opts, batchSize=2)
+    df = spark.createDataFrame(PAIRS, "keyphrase string, category string, title string")
+    try:
+        with pytest.raises(Exception, match="no dbutils here"):  # outside Databricks, without a stand-in
+            judge.transform(df)
+        secrets.set_dbutils(_StandInDbutils({("kpspark", "openai"): canary}))
+        got = judge.transform(df).toPandas()
+    finally:
+        secrets.set_dbutils(None)
+        srv.shutdown()
+    assert got["error"].isna().all() and (got["label"] == 1).all()
+    assert _Auth.seen and set(_Auth.seen) == {f"Bearer {canary}"}
+    judge.write().overwrite().save(str(tmp_path / "judge"))
+    saved = b"".join(p.read_bytes() for p in (tmp_path / "judge").rglob("*") if p.is_file())
+    assert b"kpspark/openai" in saved and canary.encode() not in saved  # the reference is saved, not the key
+    assert canary not in json.dumps({p.name: str(v) for p, v in judge.extractParamMap().items()})
+    assert canary not in str(spark.sparkContext.getConf().getAll())
+    with pytest.raises(ValueError, match="api_key_secret"):
+        LLMJudge(backend="openai", backendOptions={"api_key": canary})

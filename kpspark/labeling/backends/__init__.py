@@ -27,7 +27,19 @@ def load_backend(name: str, model: str, **options: Any) -> JudgeBackend:
     return cls(model=model, **options)  # type: ignore[return-value]
 
 
-def get_cached_backend(name: str, model: str, options_json: str = "{}") -> JudgeBackend:
-    """:func:`load_backend`, cached per Python process (executor worker) by its arguments."""
-    return _CACHE.get((name, model, options_json),  # type: ignore[no-any-return]
-                      lambda: load_backend(name, model, **json.loads(options_json or "{}")))
+def get_cached_backend(name: str, model: str, options_json: str = "{}", api_key: str | None = None) -> JudgeBackend:
+    """:func:`load_backend`, cached per Python process (executor worker) by its arguments. ``api_key``: the key a
+    secret scope gave the driver (``api_key_secret`` in the options; :mod:`kpspark.secrets`)."""
+    import hashlib
+
+    opts = json.loads(options_json or "{}")
+    ref = opts.pop("api_key_secret", None)
+    if ref and name != "openai":
+        raise ValueError(f"api_key_secret is an option of the openai backend, not of {name!r}")
+    if ref and not api_key:
+        raise ValueError(f"api_key_secret {ref!r} was not read on the driver (LLMJudge reads it in transform)")
+    if api_key:
+        opts["api_key"] = api_key
+    tag = hashlib.sha256(api_key.encode()).hexdigest() if api_key else ""  # the key itself stays out of the cache
+    return _CACHE.get((name, model, options_json, tag),  # type: ignore[no-any-return]
+                      lambda: load_backend(name, model, **opts))

@@ -51,7 +51,7 @@ class OpenAIBackend:
 
     def __init__(self, model: str, base_url: str | Sequence[str] = "http://127.0.0.1:8000/v1", api_key_env: str = "",
                  concurrency: int = 8, timeout: float = 30.0, max_retries: int = 5, backoff: float = 0.5,
-                 top_logprobs: int = 20, **request_fields: Any) -> None:
+                 top_logprobs: int = 20, api_key: str | None = None, **request_fields: Any) -> None:
         self.model_id = model
         # every other option is a field of each request (chat_template_kwargs, seed, a vendor's extras)
         self.request_fields = dict(request_fields)
@@ -65,6 +65,7 @@ class OpenAIBackend:
         self.url = self.urls[0]
         self._next = itertools.count()
         self.api_key_env = api_key_env
+        self._api_key = api_key  # from a secret scope, read on the driver (kpspark.secrets); never an option
         self.concurrency = max(1, int(concurrency))
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
@@ -74,7 +75,9 @@ class OpenAIBackend:
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
-        if self.api_key_env:
+        if self._api_key:
+            h["Authorization"] = f"Bearer {self._api_key}"
+        elif self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
                 raise RuntimeError(f"environment variable {self.api_key_env} (the API key) is not set")
