@@ -33,7 +33,7 @@ LANES: dict[str, dict[str, str]] = {
     "3.5": {"delta": "io.delta:delta-spark_2.12:3.3.2", "nlp": "com.johnsnowlabs.nlp:spark-nlp_2.12:5.5.3"},
     "4.0": {"delta": "io.delta:delta-spark_4.0_2.13:4.4.0"},
     "4.1": {"delta": "io.delta:delta-spark_4.1_2.13:4.4.0"},
-    "4.2": {"delta": "io.delta:delta-spark_4.2_2.13:4.4.1"},
+    "4.2": {"delta": "io.delta:delta-spark_4.2_2.13:4.4.0"},
 }
 NAMES = ("delta", "nlp")
 #: Transitive artifacts left out: Spark NLP's TensorFlow, llama.cpp and OpenVINO engines live on John Snow Labs'

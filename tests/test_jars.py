@@ -29,7 +29,7 @@ def test_manifest_with_deleted_file_is_missing(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("version, delta", [
     ("3.5.8", "io.delta:delta-spark_2.12:3.3.2"), ("4.0.5", "io.delta:delta-spark_4.0_2.13:4.4.0"),
-    ("4.1.4", "io.delta:delta-spark_4.1_2.13:4.4.0"), ("4.2.0", "io.delta:delta-spark_4.2_2.13:4.4.1"),
+    ("4.1.4", "io.delta:delta-spark_4.1_2.13:4.4.0"), ("4.2.0", "io.delta:delta-spark_4.2_2.13:4.4.0"),
 ])
 def test_each_spark_line_has_its_own_delta_artifact_and_cache(version, delta, tmp_path):
     line = jars.lane(version)
