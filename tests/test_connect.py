@@ -27,7 +27,9 @@ def _job(job: str, cfg, *sets: str) -> dict:
            "--remote", "local[2]", "--set", f"lakehouse.root={cfg.lakehouse.root}",
            "--set", f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}", "--set", f"mlflow.artifact_root={cfg.mlflow.artifact_root}",
            "--set", f"spark.jars_dir={REPO / '.cache' / 'jars'}", "--set", "spark.conf.spark.driver.memory=2g",
-           "--set", "sample.size=tiny", *[a for s in sets for a in ("--set", s)]]
+           "--set", "sample.size=tiny", "--set", f"retrieval.k={cfg.retrieval.k}",
+           "--set", f"retrieval.top_n={cfg.retrieval.top_n}", "--set", f"bi_encoder.dim={cfg.bi_encoder.dim}",
+           *[a for s in sets for a in ("--set", s)]]  # the pipeline fixture's test-sized settings, as on the harness
     env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.mlflow.tracking_uri, "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=str(REPO))
     assert proc.returncode == 0, f"{job} over Spark Connect failed:\n{proc.stderr[-4000:]}"
