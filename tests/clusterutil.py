@@ -31,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.tools.jobout import job_result
 
 REPO = Path(__file__).resolve().parents[1]
 #: runs a command in a new mount namespace with a private /tmp (and the folders given after it hidden)
@@ -283,7 +284,7 @@ def submit(c: Cluster, job: str, cfg, pyfiles: Path, tmp: Path, extra_conf: dict
     if not expect_ok:
         return {"returncode": proc.returncode, "stdout": out, "stderr": err}
     assert proc.returncode == 0, f"spark-submit {job} failed ({proc.returncode}):\n{err[-4000:]}"
-    return json.loads(out[out.rindex("\n{\n") + 1:] if "\n{\n" in out else out[out.index("{"):])
+    return job_result(out)
 
 
 def submit_and_kill(c: Cluster, job: str, cfg, pyfiles: Path, tmp: Path, condition, sets: dict | None = None,

@@ -8,7 +8,6 @@ beside the server, so its figures come back through the MLflow run.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pyspark.sql import functions as F
 
 from kpspark.data import tables
 from tests.conftest import REPO, lake_copy
+from tests.tools.jobout import job_result
 
 pytestmark = [pytest.mark.connect, pytest.mark.slow]
 
@@ -34,8 +34,7 @@ def _job(job: str, cfg, *sets: str) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=str(REPO))
     assert proc.returncode == 0, f"{job} over Spark Connect failed:\n{proc.stderr[-4000:]}"
     assert "Spark Connect session" in proc.stderr  # it ran on the Connect path, not a classic session
-    out = "\n" + proc.stdout
-    return json.loads(out[out.rindex("\n{\n") + 1:])
+    return job_result(proc.stdout)
 
 
 def test_full_batch_diff_and_stream_run_over_spark_connect(spark, pipeline, tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ with the checkout is the Delta jar cache (``KPSPARK_JARS_DIR``), a cache of Mave
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kpspark import jars
+from tests.tools.jobout import job_result
 
 pytestmark = [pytest.mark.wheel, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -63,8 +63,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo_outside_the_chec
     for s in DEMO_SETS:
         cmd += ["--set", s]
     out = _run(cmd, cwd=work, env=run_env, timeout=1500)
-    out = "\n" + out
-    result = json.loads(out[out.rindex("\n{\n") + 1:])  # the result is the last thing printed (json indent=2)
+    result = job_result(out)
     assert result["recommendations"]["recommendations"] > 0, result["recommendations"]
     assert (work / "lakehouse" / "recommendations" / "_delta_log").is_dir()
     assert (work / "mlruns").is_dir()

@@ -2,7 +2,6 @@
 spark-submit would, so that a test can kill the whole job with SIGKILL at a moment of its choosing."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tests.conftest import REPO
+from tests.tools.jobout import job_result
 
 
 def job_cmd(job: str, sets: list[str]) -> list[str]:
@@ -50,7 +50,7 @@ def run_job(job: str, cfg: Any, sets: list[str], cwd: Path, env: dict[str, str] 
     if proc.returncode:
         raise AssertionError(f"{job} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     out = proc.stdout
-    return json.loads(out[out.rindex("\n{\n") + 1:] if "\n{\n" in out else out[out.index("{"):])
+    return job_result(out)
 
 
 def kill_when(job: str, cfg: Any, sets: list[str], cwd: Path, condition: Callable[[], bool],
