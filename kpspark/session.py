@@ -80,6 +80,36 @@ def _warn_local_tracking(cfg: Config, master: str) -> None:
                        "tracking server (mlflow.tracking_uri=http://...)", uri)
 
 
+def _conf(cfg: Config) -> dict[str, str]:
+    """``spark.conf`` of the config, as strings (booleans lower-case)."""
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()}
+
+
+def _settings(cfg: Config, local: bool, jvm_here: bool) -> dict[str, str]:
+    """The confs of a session whose Spark this process starts (classic, or a local Connect server): the defaults,
+    the configured ``spark.conf``, the checkpoint dir and Delta's extension. ``local``: a local master
+    (:data:`LOCAL_ONLY` under the configured values); ``jvm_here``: not under spark-submit, so executors run this
+    interpreter and the cached jars go on ``spark.jars`` (spark-submit brings its own)."""
+    settings = {**_DEFAULTS, **_conf(cfg)}
+    if "spark.checkpoint.dir" not in settings and cfg.spark.checkpoint_dir != "none":
+        settings["spark.checkpoint.dir"] = checkpoint_dir(cfg)
+    if not cfg.spark.delta_provided:
+        settings["spark.sql.extensions"] = DELTA_EXTENSION
+        settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+    if not jvm_here:
+        return settings
+    # pyspark reads PYSPARK_PYTHON when it starts the context; the conf key is for spark-submit
+    if not os.environ.get("PYSPARK_PYTHON"):
+        os.environ["PYSPARK_PYTHON"] = settings.get("spark.pyspark.python", sys.executable)
+    if local:
+        settings = {**LOCAL_ONLY, **settings}
+    if not cfg.spark.delta_provided:
+        names = list(jars.REQUIRED) + (["nlp"] if cfg.spark.with_nlp else [])
+        extra = jars.jar_paths(names, cfg.spark.jars_dir)
+        settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars", ""), *extra]))
+    return settings
+
+
 def _connect(cfg: Config, app_name: str | None) -> "SparkSession":
     """A Spark Connect session (``spark.remote``). ``local[N]`` starts a local Connect server with the cached
     Delta jars and every setting of a classic session (a server's static confs are set when it starts); a
@@ -88,15 +118,7 @@ def _connect(cfg: Config, app_name: str | None) -> "SparkSession":
 
     remote = cfg.spark.remote
     builder = SparkSession.builder.remote(remote).appName(app_name or cfg.spark.app_name)
-    settings = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()}
-    if remote.startswith("local"):
-        os.environ.setdefault("PYSPARK_PYTHON", settings.get("spark.pyspark.python", sys.executable))
-        settings = {**LOCAL_ONLY, **_DEFAULTS, **settings}
-        if "spark.checkpoint.dir" not in settings and cfg.spark.checkpoint_dir != "none":
-            settings["spark.checkpoint.dir"] = checkpoint_dir(cfg)
-        if not cfg.spark.delta_provided:
-            settings.update({"spark.sql.extensions": DELTA_EXTENSION, "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
-                             "spark.jars": ",".join(jars.jar_paths(jars.REQUIRED, cfg.spark.jars_dir))})
+    settings = _settings(cfg, local=True, jvm_here=True) if remote.startswith("local") else _conf(cfg)
     for k, v in settings.items():
         builder = builder.config(k, v)
     import warnings
@@ -134,26 +156,9 @@ def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkS
 
     under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # set by spark-submit for the driver
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
-    settings = dict(_DEFAULTS)
-    settings.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.spark.conf.items()})
-    if "spark.checkpoint.dir" not in settings and cfg.spark.checkpoint_dir != "none":
-        settings["spark.checkpoint.dir"] = checkpoint_dir(cfg)
-    if not cfg.spark.delta_provided:
-        settings["spark.sql.extensions"] = DELTA_EXTENSION
-        settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
-    if not under_submit:
-        # executors run this interpreter (the venv), unless told otherwise
-        # (pyspark reads PYSPARK_PYTHON when it starts the context; the conf key is for spark-submit)
-        if not os.environ.get("PYSPARK_PYTHON"):
-            os.environ["PYSPARK_PYTHON"] = settings.get("spark.pyspark.python", sys.executable)
-        if cfg.spark.master:
-            builder = builder.master(cfg.spark.master)
-        if cfg.spark.master.startswith("local"):
-            settings = {**LOCAL_ONLY, **settings}
-        if not cfg.spark.delta_provided:
-            names = list(jars.REQUIRED) + (["nlp"] if cfg.spark.with_nlp else [])
-            extra = jars.jar_paths(names, cfg.spark.jars_dir)
-            settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars", ""), *extra]))
+    settings = _settings(cfg, local=cfg.spark.master.startswith("local"), jvm_here=not under_submit)
+    if not under_submit and cfg.spark.master:
+        builder = builder.master(cfg.spark.master)
     for k, v in settings.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
