@@ -68,7 +68,7 @@ test: setup
 test-lanes: $(foreach l,$(LANES),.lanes/spark-$(l)/.installed)
 	@for l in $(LANES); do echo "== Spark $$l lane"; start=$$(date +%s); m=compat; \
 	  if [ $$l = $(CONNECT_LANE) ]; then m="compat or connect"; fi; \
-	  .lanes/spark-$$l/bin/python -m pytest -q -m "$$m" -p no:cacheprovider || exit 1; \
+	  KPSPARK_TEST_PIPELINE=lean .lanes/spark-$$l/bin/python -m pytest -q -m "$$m" -p no:cacheprovider || exit 1; \
 	  echo "== Spark $$l lane: $$(( $$(date +%s) - start )) s"; done
 	@echo "== the wheel, installed into a fresh venv, outside the checkout"
 	$(PY) -m pytest -q -m wheel -p no:cacheprovider tests/test_wheel.py
@@ -76,7 +76,7 @@ test-lanes: $(foreach l,$(LANES),.lanes/spark-$(l)/.installed)
 # the cluster tests (tests/test_cluster.py): ~12 min on 2 cores (the demo fixture, then full batch, diff and
 # streaming through spark-submit on the isolated cluster), kept out of `make test` to hold it under its budget
 cluster: setup
-	$(PY) -m pytest -q -m cluster tests/test_cluster.py
+	KPSPARK_TEST_PIPELINE=lean $(PY) -m pytest -q -m cluster tests/test_cluster.py
 
 reliability: setup
 	KPSPARK_RELIABILITY_OUT=bench/results/reliability.json $(PY) -m pytest -q tests/reliability -m "reliability or not reliability"

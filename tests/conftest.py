@@ -54,6 +54,11 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     monkeypatch.delenv("KPSPARK_JARS_DIR", raising=False)
 
 
+# KPSPARK_TEST_PIPELINE=lean (make test-lanes, make cluster: their tests read the tables and models, not the
+# report): the pipeline fixture stops after the full batch, without the evaluation step (~80 s of each run)
+LEAN = os.environ.get("KPSPARK_TEST_PIPELINE", "") == "lean"
+
+
 @pytest.fixture(scope="session")
 def pipeline(spark, tmp_path_factory):
     """The whole demo pipeline, run once per test session on the tiny sample marketplace with
@@ -79,8 +84,8 @@ def pipeline(spark, tmp_path_factory):
         retrieval=dataclasses.replace(cfg.retrieval, k=20, top_n=10, min_category_positives=5),
         # the report: the demo's recipe, and the llm recipe (12 CPU-teacher labels: trained or skipped with a
         # reason), relative to the Jaccard baseline (`make report` adds the search row and the other recipes)
-        evaluation=dataclasses.replace(cfg.evaluation, recipes=("click_search", "llm"), baseline="jaccard",
-                                       judge_sample=6, output_dir=str(tmp / "reports")))
+        evaluation=dataclasses.replace(cfg.evaluation, recipes=() if LEAN else ("click_search", "llm"),
+                                       baseline="jaccard", judge_sample=6, output_dir=str(tmp / "reports")))
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
     out = workflows.run_demo(cfg, spark)

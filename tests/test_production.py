@@ -150,7 +150,12 @@ def test_streaming_updates_revised_items_once_per_batch_and_restarts_from_its_ch
     assert replay["skipped"] == 1 and tables.version(spark, lake, "recommendations") == v
     again = streaming.process_batch(lake, changes, batch_id=10**6, app=app, run_id="replay")
     assert again["skipped"] == 0 and tables.version(spark, lake, "recommendations") == v + 1
-    assert diff.content_checksum(tables.read_table(spark, lake, "recommendations"))["rows"] == len(got)
+    # the new batch replaced the revised items' rows and left every other row as it was (not the row count: int8
+    # scores move with their batch-mates under dynamic quantization, which can move a row across the threshold)
+    redone = tables.read_table(spark, lake, "recommendations").toPandas()
+    assert set(redone.loc[redone["item_id"].isin(map(int, revised)), "run_id"]) == {"replay"}
+    rest = redone[~redone["item_id"].isin(map(int, revised))]
+    assert set(map(tuple, rest[key].to_numpy())) == set(map(tuple, got[~got["item_id"].isin(map(int, revised))][key].to_numpy()))
 
     # a query on a new checkpoint starts its batch ids at 0 again: a new app id, so its batches are applied, not
     # skipped as replays of the old query's (which would leave the items it re-reads with stale rows)
