@@ -145,6 +145,7 @@ class CrossEncoderTraining:
     patience: int = 3  # early stopping: evaluations without a better validation loss
     soft_labels: bool = False  # train on P(yes) instead of 0/1
     warmup_ratio: float = 0.1  # share of the training steps the learning rate warms up over
+    quantization: str = "dynamic"  # int8 export: dynamic (fastest) | static (calibrated: a score ignores its batch-mates)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class BiEncoderTraining:
     sampler: str = "round_robin"  # round_robin | proportional
     eval_steps: int = 50
     patience: int = 3
+    quantization: str = "dynamic"  # int8 export: dynamic (fastest) | static (calibrated: ignores its batch-mates)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,8 @@ class BiEncoderEstimator(Estimator, TrainingParams, hyperparams_mixin(BiEncoderT
         k = max(1, g(self.parityTexts) // 2)
         texts = list(dict.fromkeys(item_texts(ref["title"], ref["category"])))[:k] + \
             list(dict.fromkeys(keyphrase_texts(ref["keyphrase"])))[:k]
-        export_dir, parity = export_with_parity(res["model_dir"], out / "export", texts, cfg.max_length, cfg.dims)
+        export_dir, parity = export_with_parity(res["model_dir"], out / "export", texts, cfg.max_length, cfg.dims,
+                                               quantization=cfg.quantization)
         uri, tracking = shareable_export(str(export_dir)) if g(self.logToRun) else (str(export_dir), "")
         model = TextEmbedder(modelUri=uri, trackingUri=tracking, inputCol="title", categoryCol="category")
         model.summary = TrainingSummary(  # type: ignore[attr-defined]

@@ -21,8 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from kpspark.artifacts import write_export_meta
+from kpspark.config import BiEncoderTraining
 from kpspark.errors import ParityError, require
-from kpspark.onnxutil import INPUTS, export_torch, quantize_int8, settle_int8
+from kpspark.onnxutil import INPUTS, export_torch, int8_with_parity, length_batches
 
 logger = logging.getLogger(__name__)
 
@@ -104,23 +105,29 @@ def check_parity(model_dir: str | os.PathLike[str], export_dir: str | os.PathLik
 
 
 def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], texts: Sequence[str],
-                       max_length: int, dims: Sequence[int], per_channel: bool = True, **gates: float
-                       ) -> tuple[Path, EmbedParity]:
-    """Export fp32 + int8, check parity (``gates``: :func:`check_parity`'s ``atol``, ``min_cosine``), keep int8 only
-    if it passes, write ``kpspark_model.json``. Returns (dir, parity)."""
+                       max_length: int, dims: Sequence[int], quantization: str = BiEncoderTraining.quantization,
+                       **gates: float) -> tuple[Path, EmbedParity]:
+    """Export fp32 + int8 (``quantization``: dynamic | static, see :func:`~kpspark.onnxutil.int8_with_parity`),
+    check parity (``gates``: :func:`check_parity`'s ``atol``, ``min_cosine``), keep the int8 that passes (the other
+    mode when the first misses; none when both miss), write ``kpspark_model.json``. Returns (dir, parity)."""
+    from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
+
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
     export_onnx(model_dir, out)
-    quantize_int8(out / "model.onnx", out / "model.int8.onnx", per_channel=per_channel)
-    parity = check_parity(model_dir, out, texts, max_length, dims, **gates)
-    from kpspark.biencoder.onnx_embedder import OnnxTextEmbedder
+    texts = list(texts)
+    fp32 = OnnxTextEmbedder(out / "model.onnx", out, max_length, threads=0)
 
-    full = OnnxTextEmbedder(out / "model.onnx", out, max_length).dimension
+    def calibration(rows: slice) -> Iterator[dict[str, np.ndarray]]:
+        return (f for _, f in length_batches(fp32.encode(texts[rows]), None, 16))
+
+    parity, int8 = int8_with_parity(
+        out, quantization, len(texts), calibration,
+        lambda rows: check_parity(model_dir, out, texts[rows], max_length, dims, **gates), "bi-encoder")
+    full = fp32.dimension
     meta = {"kind": "bi_encoder", "max_length": max_length, "dimension": full,
             "dims": sorted({int(d) for d in dims if d <= full} | {full}, reverse=True),
-            "inputs": list(INPUTS), "output": "embedding",
-            **settle_int8(out, parity.int8_problems, "bi-encoder"),
-            "parity": asdict(parity)}
+            "inputs": list(INPUTS), "output": "embedding", **int8, "parity": asdict(parity)}
     write_export_meta(out, meta)
     return out, parity

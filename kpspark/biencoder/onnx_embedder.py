@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from kpspark.cache import ProcessCache
+from kpspark.onnxutil import feed, length_batches
 
 
 def truncate_normalize(emb: np.ndarray, dim: int | None) -> np.ndarray:
@@ -33,19 +34,13 @@ class OnnxTextEmbedder:
         self.session = load_session(onnx_path, threads)
         out = self.session.get_outputs()[0]
         self.dimension = int(out.shape[-1]) if isinstance(out.shape[-1], int) else int(
-            self.session.run(None, self._feed([[101, 102]]))[0].shape[1])
+            self.session.run(None, feed([[101, 102]]))[0].shape[1])
         self.max_length = max_length
         self.batch_size = batch_size
 
-    @staticmethod
-    def _feed(id_lists: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-        width = max(len(x) for x in id_lists)
-        ids = np.zeros((len(id_lists), width), dtype="int64")
-        mask = np.zeros_like(ids)
-        for r, x in enumerate(id_lists):
-            ids[r, :len(x)] = x
-            mask[r, :len(x)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, truncated, unpadded."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
     def embed(self, texts: Sequence[str], dim: int | None = None) -> np.ndarray:
         """Embeddings in input order, truncated to ``dim`` (None = full) and L2-normalized."""
@@ -53,11 +48,8 @@ class OnnxTextEmbedder:
         out = np.empty((n, self.dimension), dtype="float32")
         if n == 0:
             return out[:, :dim] if dim else out
-        encs = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
-        order = np.argsort([len(x) for x in encs], kind="stable")
-        for s in range(0, n, self.batch_size):
-            idx = order[s:s + self.batch_size]
-            out[idx] = self.session.run(None, self._feed([encs[i] for i in idx]))[0]
+        for idx, inputs in length_batches(self.encode(texts), None, self.batch_size):
+            out[idx] = self.session.run(None, inputs)[0]
         return truncate_normalize(out, dim)
 
 

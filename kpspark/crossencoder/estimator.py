@@ -65,7 +65,8 @@ class CrossEncoderEstimator(Estimator, TrainingParams, hyperparams_mixin(CrossEn
         out = Path(g(self.outputDir))
         res = train_cross_encoder(train, val, out, cfg, seed=g(self.seed))
         a, b = pair_texts(val["keyphrase"], val["category"], val["title"])
-        export_dir, parity = export_with_parity(res["model_dir"], out / "export", a, b, cfg.max_length)
+        export_dir, parity = export_with_parity(res["model_dir"], out / "export", a, b, cfg.max_length,
+                                               quantization=cfg.quantization)
         uri, tracking = shareable_export(str(export_dir)) if g(self.logToRun) else (str(export_dir), "")
         model = OnnxCrossEncoderModel(modelUri=uri, trackingUri=tracking)
         model.summary = TrainingSummary(  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from kpspark.cache import ProcessCache
+from kpspark.onnxutil import length_batches
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +33,10 @@ class OnnxPairScorer:
         self.batch_size = batch_size
         self.vocab_size = vocab
 
-    def _encode(self, a: Sequence[str], b: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+    def encode(self, a: Sequence[str], b: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """(token ids, segment ids) of each pair, truncated, unpadded."""
         encs = self.tokenizer.encode_batch(list(zip(a, b)))
-        return [(e.ids, e.type_ids) for e in encs]
+        return [e.ids for e in encs], [e.type_ids for e in encs]
 
     def logits(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """Raw logits, in input order."""
@@ -42,21 +44,9 @@ class OnnxPairScorer:
         out = np.empty(n, dtype="float32")
         if n == 0:
             return out
-        encs = self._encode(a, b)
-        order = np.argsort([len(ids) for ids, _ in encs], kind="stable")
-        for s in range(0, n, self.batch_size):
-            idx = order[s:s + self.batch_size]
-            width = max(len(encs[i][0]) for i in idx)
-            ids = np.zeros((len(idx), width), dtype="int64")
-            types = np.zeros_like(ids)
-            mask = np.zeros_like(ids)
-            for r, i in enumerate(idx):
-                e_ids, e_types = encs[i]
-                ids[r, :len(e_ids)] = e_ids
-                types[r, :len(e_types)] = e_types
-                mask[r, :len(e_ids)] = 1
-            res = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
-            out[idx] = res[:, 0]
+        ids, types = self.encode(a, b)
+        for idx, inputs in length_batches(ids, types, self.batch_size):
+            out[idx] = self.session.run(None, inputs)[0][:, 0]
         return out
 
     def scores(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:

@@ -63,6 +63,40 @@ def test_parity_failure_fails_the_export(trained):
         check_parity(tmp / "model", tmp / "export", a, b, 64, atol=0.0)
 
 
+def _real_pairs(spark, cfg, n: int) -> tuple[list[str], list[str]]:
+    from kpspark.crossencoder.text import pair_texts
+
+    items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
+    kps = tables.read_table(spark, cfg, "keyphrases").selectExpr("keyphrase_id", "text AS keyphrase")
+    pdf = (tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id").join(items, "item_id")
+           .join(kps, "keyphrase_id").orderBy("item_id", "keyphrase_id").limit(n).toPandas())
+    return pair_texts(pdf["keyphrase"], pdf["category"], pdf["title"])
+
+
+def test_static_int8_scores_a_pair_the_same_whatever_it_is_batched_with(spark, trained, tmp_path):
+    """Static int8 (activation ranges calibrated on half of the real pairs, parity judged on the other half) gives
+    a pair one score alone and in any batch; dynamic int8's ranges are the batch's own, so its scores move with
+    their batch-mates (the full batch and the daily diff batch an item's pairs differently)."""
+    import json
+
+    from kpspark.artifacts import META_FILE
+    from kpspark.crossencoder.export import export_with_parity
+    from kpspark.crossencoder.onnx_scorer import OnnxPairScorer
+
+    cfg, _, tmp = trained
+    a, b = _real_pairs(spark, cfg, 240)
+    out, parity = export_with_parity(tmp / "model", tmp_path / "static", a, b, 64, quantization="static")
+    meta = json.loads((out / META_FILE).read_text())
+    assert meta["quantization"] == "static" and parity.int8_ok and parity.n == len(a) // 2, (meta, parity)
+    moved = {}
+    for mode, folder in (("static", out), ("dynamic", tmp / "export")):
+        scorer = OnnxPairScorer(folder / "model.int8.onnx", folder, 64, threads=0, batch_size=16)
+        batched = scorer.logits(a, b)
+        alone = np.array([scorer.logits([x], [y])[0] for x, y in zip(a[:80], b[:80])])
+        moved[mode] = float(np.max(np.abs(alone - batched[:80])))
+    assert moved["static"] < 1e-5 < moved["dynamic"], moved
+
+
 def test_an_int8_export_that_misses_parity_is_dropped_and_the_model_serves_in_fp32(trained, tmp_path, caplog):
     """Not a lost model: the export keeps fp32 only (the metadata says why), the driver's check passes, and a job
     asking for int8 scores in fp32 with a warning."""
@@ -82,6 +116,7 @@ def test_an_int8_export_that_misses_parity_is_dropped_and_the_model_serves_in_fp
     out, parity = export_with_parity(tmp / "model", tmp_path / "export", a, b, 64, min_pearson=1.01)  # unreachable
     meta = json.loads((out / META_FILE).read_text())
     assert not parity.int8_ok and "Pearson" in meta["int8_rejected"] and meta["files"] == {"fp32": "model.onnx"}
+    assert "dynamic int8" in meta["int8_rejected"] and "static int8" in meta["int8_rejected"]  # both were tried
     assert not (out / "model.int8.onnx").exists()
     verify_export(str(out), "cross_encoder", "int8")
     with caplog.at_level(logging.WARNING, logger="kpspark.artifacts"):
