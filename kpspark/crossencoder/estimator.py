@@ -66,7 +66,7 @@ class CrossEncoderEstimator(Estimator, TrainingParams, hyperparams_mixin(CrossEn
         res = train_cross_encoder(train, val, out, cfg, seed=g(self.seed))
         a, b = pair_texts(val["keyphrase"], val["category"], val["title"])
         export_dir, parity = export_with_parity(res["model_dir"], out / "export", a, b, cfg.max_length,
-                                               quantization=cfg.quantization)
+                                               positives=(val["label"] == 1).to_numpy(), quantization=cfg.quantization)
         uri, tracking = shareable_export(str(export_dir)) if g(self.logToRun) else (str(export_dir), "")
         model = OnnxCrossEncoderModel(modelUri=uri, trackingUri=tracking)
         model.summary = TrainingSummary(  # type: ignore[attr-defined]

@@ -51,9 +51,17 @@ def test_training_learns_and_the_run_is_logged(trained):
 
 
 def test_export_parity_holds_on_the_trained_model(trained):
-    _, res, _ = trained
+    _, res, out = trained
     assert res["ce_parity_fp32_max_abs_diff"] <= 1e-3
     assert res["ce_parity_int8_pearson"] >= 0.99 and res["ce_parity_int8_decision_agreement"] >= 0.99
+    # decisions also compared at the operating point: the fp32 logit keeping 95% of the validation positives
+    import json
+
+    from kpspark.artifacts import META_FILE
+
+    parity = json.loads((out / "export" / META_FILE).read_text())["parity"]
+    assert parity["operating_threshold"] == res["ce_parity_operating_threshold"] != parity["threshold"]
+    assert 0.0 <= res["ce_parity_int8_decision_agreement_operating"] <= 1.0
 
 
 def test_parity_failure_fails_the_export(trained):
