@@ -265,7 +265,7 @@ class StreamingConfig:
     """The near-real-time job (``jobs/streaming.py``): item create/revise events from ``items``' Change Data Feed."""
 
     checkpoint: str = ""  # '' = <lakehouse.root>/_checkpoints/items_stream
-    trigger: str = "processingTime"  # processingTime (a long-running query) | availableNow (drain what is there, stop)
+    trigger: str = "auto"  # auto (processingTime; availableNow over Spark Connect, all serverless allows) | processingTime (a long-running query) | availableNow (drain what is there, stop)
     interval: str = "1 minute"  # processingTime trigger interval
     max_files_per_trigger: int = 100  # Delta commits' files read per micro-batch
     query_name: str = "kpspark-items-nrt"  # with the query id kept in its checkpoint, the MERGE's idempotency app id (`<name>:<id>`; batch id = version)

@@ -85,6 +85,11 @@ def freeze(dataset: "DataFrame") -> "DataFrame":
     return frozen
 
 
+def is_connect(spark: "Any") -> bool:
+    """Whether ``spark`` is a Spark Connect session (no SparkContext, no JVM on the client)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 def task_slots(spark: "Any", min_partitions: int = 0) -> int:
     """How many tasks a model stage should run in: ``min_partitions`` when > 0, else the session's default
     parallelism (``spark.default.parallelism``, the cluster's cores), read from the configuration — never by
@@ -94,10 +99,9 @@ def task_slots(spark: "Any", min_partitions: int = 0) -> int:
     conf = spark.conf.get("spark.default.parallelism", None)
     if conf:
         return max(1, int(conf))
-    try:
-        return max(1, int(spark.sparkContext.defaultParallelism))
-    except Exception:  # Spark Connect
+    if is_connect(spark):
         return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200))
+    return max(1, int(spark.sparkContext.defaultParallelism))
 
 
 def ensure_parallelism(dataset: "DataFrame", min_partitions: int = 0) -> "DataFrame":

@@ -60,7 +60,7 @@ def test_full_batch_diff_and_stream_run_over_spark_connect(spark, pipeline, tmp_
     assert not got.duplicated(["item_id", "keyphrase_id"]).any()
 
     revise(ids[3:5])
-    stream = _job("streaming", cfg, "streaming.trigger=availableNow")
+    stream = _job("streaming", cfg)  # trigger auto: availableNow over Connect (a processingTime query would not end)
     assert stream["batches"] >= 1 and stream["items_upserted"] == 2, stream  # from the MLflow run
     got = tables.read_table(spark, cfg, "recommendations").toPandas()
     assert set(got[got["run_id"] == stream["run_id"]]["item_id"]) == set(ids[3:5])

@@ -72,3 +72,14 @@ def test_scratch_dir_in_a_python_worker_lies_in_the_application_local_dir(spark)
         assert local_dirs, "Spark sets SPARK_LOCAL_DIRS for its Python workers"
         assert Path(path).parent == Path(local_dirs.split(",")[0]) and Path(path).is_dir()
         assert Path(path).parent.name.startswith("blockmgr-")
+
+
+def test_a_classic_session_is_not_connect_and_streams_with_processing_time_by_default(spark):
+    from kpspark.production.streaming import resolve_trigger
+    from kpspark.sparkutil import is_connect
+
+    assert not is_connect(spark)
+    assert resolve_trigger("auto", spark) == "processingTime"  # over Connect: availableNow (tests/test_connect.py)
+    assert resolve_trigger("availableNow", spark) == "availableNow"
+    with pytest.raises(ValueError, match="streaming.trigger"):
+        resolve_trigger("continuous", spark)

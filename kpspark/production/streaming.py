@@ -150,13 +150,24 @@ def start_stream(cfg: Config, spark: "SparkSession", run_id: str = "", tracking_
     stream = reader.load(ref.location) if ref.is_path else reader.table(ref.location)
     writer = (stream.writeStream.queryName(st.query_name).option("checkpointLocation", checkpoint_location(cfg))
               .foreachBatch(make_batch_fn(cfg, run_id, tracking_uri)))
-    if st.trigger == "availableNow":
+    trigger = resolve_trigger(st.trigger, spark)
+    if trigger == "availableNow":
         writer = writer.trigger(availableNow=True)
-    elif st.trigger == "processingTime":
-        writer = writer.trigger(processingTime=st.interval)
     else:
-        raise ValueError(f"streaming.trigger must be availableNow or processingTime, got {st.trigger!r}")
+        writer = writer.trigger(processingTime=st.interval)
     return writer.start()
+
+
+def resolve_trigger(trigger: str, spark: "SparkSession") -> str:
+    """``streaming.trigger`` for this session: ``auto`` is ``availableNow`` over Spark Connect (Databricks serverless
+    runs only that trigger) and ``processingTime`` on a classic session."""
+    from kpspark.sparkutil import is_connect
+
+    if trigger == "auto":
+        return "availableNow" if is_connect(spark) else "processingTime"
+    if trigger not in ("availableNow", "processingTime"):
+        raise ValueError(f"streaming.trigger must be auto, availableNow or processingTime, got {trigger!r}")
+    return trigger
 
 
 def _batches_of(client: Any, run_id: str) -> list[dict[str, float]]:
@@ -171,8 +182,9 @@ def _batches_of(client: Any, run_id: str) -> list[dict[str, float]]:
 
 
 def run_streaming(cfg: Config, spark: "SparkSession", timeout_s: float | None = None) -> dict[str, Any]:
-    """Run the near-real-time job: with ``trigger: availableNow`` it drains the pending item changes and
-    returns; with ``processingTime`` it runs until stopped (or ``timeout_s``). Micro-batch figures go to
+    """Run the near-real-time job: with ``trigger: availableNow`` (``auto`` over Spark Connect) it drains the
+    pending item changes and returns; with ``processingTime`` (``auto`` on a classic session) it runs until stopped
+    (or ``timeout_s``). Micro-batch figures go to
     an MLflow run (step = batch id), which is also where the result's totals are read from."""
     from kpspark.registry import models, tracking
 
