@@ -70,15 +70,19 @@ def freeze(dataset: "DataFrame") -> "DataFrame":
     from it, so nondeterministic steps (model UDFs, sampling) are never recomputed. Without one the
     frame is persisted (memory and disk) and counted: a lost block is recomputed from its lineage.
     ``localCheckpoint`` is never used: its blocks live only on executors and a lost one fails the job.
+    Over Spark Connect the frame is checkpointed on the server (its ``spark.checkpoint.dir``; sessions started
+    by :func:`kpspark.session.get_spark` set one), with a warning and the persisted frame if the server refuses.
     Callers that freeze in a loop should ``unpersist()`` what they no longer read.
     """
     from pyspark import StorageLevel
 
-    try:
-        has_dir = bool(dataset.sparkSession.sparkContext.getCheckpointDir())
-    except Exception:  # Spark Connect: no SparkContext on the client
-        has_dir = False
-    if has_dir:
+    if is_connect(dataset.sparkSession):  # no SparkContext on the client: the server's checkpoint dir decides
+        try:
+            return dataset.checkpoint(eager=True)
+        except Exception as e:  # noqa: BLE001 (a server without a checkpoint dir, or a Connect without checkpoints)
+            logger.warning("freeze over Spark Connect: checkpoint failed (%s); the frame is persisted instead, and a "
+                           "lost block is recomputed from its lineage", str(e).splitlines()[0][:300])
+    elif dataset.sparkSession.sparkContext.getCheckpointDir():
         return dataset.checkpoint(eager=True)
     frozen = dataset.persist(StorageLevel.MEMORY_AND_DISK)
     frozen.count()

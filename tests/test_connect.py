@@ -34,6 +34,7 @@ def _job(job: str, cfg, *sets: str) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=str(REPO))
     assert proc.returncode == 0, f"{job} over Spark Connect failed:\n{proc.stderr[-4000:]}"
     assert "Spark Connect session" in proc.stderr  # it ran on the Connect path, not a classic session
+    assert "checkpoint failed" not in proc.stderr  # frames were frozen by a server-side checkpoint, not persisted
     return job_result(proc.stdout)
 
 

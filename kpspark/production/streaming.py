@@ -94,12 +94,12 @@ def _query_id(spark: "SparkSession", name: str) -> str:
     """The id of the running query ``name``, from inside its ``foreachBatch``. Classic: the stream thread's
     ``sql.streaming.queryId`` local property (the batch's session is a clone that lists no queries); Spark
     Connect (no SparkContext): the session's active queries (the batch runs in the client's session)."""
-    try:
+    from kpspark.sparkutil import is_connect
+
+    if not is_connect(spark):
         qid = spark.sparkContext.getLocalProperty("sql.streaming.queryId")
         if qid:
             return str(qid)
-    except Exception:  # noqa: BLE001 (Spark Connect: no sparkContext)
-        pass
     for q in spark.streams.active:
         if q.name == name:
             return str(q.id)
