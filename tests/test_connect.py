@@ -64,6 +64,10 @@ def test_full_batch_diff_and_stream_run_over_spark_connect(spark, pipeline, tmp_
     stream = _job("streaming", cfg)  # trigger auto: availableNow over Connect (a processingTime query would not end)
     assert stream["batches"] >= 1 and stream["items_upserted"] == 2, stream  # from the MLflow run
     got = tables.read_table(spark, cfg, "recommendations").toPandas()
-    assert set(got[got["run_id"] == stream["run_id"]]["item_id"]) == set(ids[3:5])
+    mine = set(got[got["run_id"] == stream["run_id"]]["item_id"])
+    assert mine and mine <= set(ids[3:5])
+    # the revised items' old rows are gone: what they have is the stream's (an item can lose every candidate to the
+    # filter: the 4.2 lane saw one of the two keep no row)
+    assert set(got[got["item_id"].isin(ids[3:5])]["run_id"]) <= {stream["run_id"]}
     again = _job("streaming", cfg, "streaming.trigger=availableNow")  # restarted from its checkpoint
     assert again["batches"] == 0 and again["app_id"] == stream["app_id"]
