@@ -72,7 +72,7 @@ def length_batches(ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int
         yield idx, feed([ids[i] for i in idx], None if type_ids is None else [type_ids[i] for i in idx])
 
 
-QUANTIZATIONS = ("static", "dynamic")
+QUANTIZATIONS = ("dynamic", "static")
 
 
 def held_out(n: int) -> tuple[slice, slice]:
@@ -81,17 +81,18 @@ def held_out(n: int) -> tuple[slice, slice]:
     return (slice(0, None, 2), slice(1, None, 2)) if n >= 2 else (slice(None), slice(None))
 
 
-def quantize_int8(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], mode: str = "static",
+def quantize_int8(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], mode: str,
                   calibration: Iterable[dict[str, np.ndarray]] = (), per_channel: bool = True,
                   reduce_range: bool = True) -> Path:
     """Int8 weights of the MatMul/Gemm nodes, per output channel, 7-bit range; activations by ``mode``:
 
-    * ``static`` (the default): QDQ with activation ranges calibrated (min/max) on ``calibration`` feeds of real
+    * ``static``: QDQ with activation ranges calibrated (min/max) on ``calibration`` feeds of real
       inputs; the two MatMuls between activations in each attention layer stay fp32. A row's output does not depend
       on the rows batched with it.
-    * ``dynamic``: activation ranges computed per batch at run time, so a row's output moves with its batch-mates
-      and their padding (measured on a trained cross-encoder: up to 0.038 in logit between one pair scored alone
-      and in a batch; static: 0.0) — a full batch and a daily diff can then disagree on rows at the threshold.
+    * ``dynamic`` (the configs' default, the fastest): activation ranges computed per batch at run time, so a row's
+      output moves with its batch-mates and their padding (measured on a trained cross-encoder: up to 0.038 in logit
+      between one pair scored alone and in a batch; static: 0.0) — a full batch and a daily diff can then disagree
+      on rows at the threshold.
 
     On a trained 2-layer model, per-tensor dynamic int8 gave Pearson 0.996 but only 97.5% identical decisions at
     the threshold; per-channel with ``reduce_range`` gave 0.9988 and 99.5%.
@@ -160,15 +161,15 @@ def export_torch(module: Any, example: Any, tokenizer: Any, out_dir: str | os.Pa
 def int8_with_parity(out_dir: str | os.PathLike[str], mode: str, n: int,
                      calibration: Callable[[slice], Iterable[dict[str, np.ndarray]]], judge: Callable[[slice], T],
                      kind: str) -> tuple[T, dict[str, Any]]:
-    """Quantize ``out_dir/model.onnx`` into ``model.int8.onnx`` (``mode``: :func:`quantize_int8`'s; ``calibration(rows)``:
-    the model feeds of those rows of the export's ``n`` real inputs) and judge it: ``judge(rows)`` is the family's
-    parity on those rows (all of them for dynamic int8; for static, the ones :func:`held_out` kept from the
-    calibration), whose ``int8_problems`` is
-    empty when int8 meets its gates. Int8 that misses is quantized the other way (dynamic <-> static: the rescue for
-    a model whose activations one of them handles badly) and judged again; when that misses too, the int8 file is
-    deleted and the export is fp32 only, with a warning — the trained model is registered and served in fp32
-    instead of being lost after training. Returns (the parity of the int8 kept, or of the last one tried; the
-    metadata entries ``files``, ``quantization`` and, when a mode missed, ``int8_rejected``)."""
+    """Quantize ``out_dir/model.onnx`` into ``model.int8.onnx`` (``mode``: :func:`quantize_int8`'s;
+    ``calibration(rows)``: the model feeds of those rows of the export's ``n`` real inputs) and judge it:
+    ``judge(rows)`` is the family's parity on those rows (all of them for dynamic int8; for static, the ones
+    :func:`held_out` kept from the calibration), whose ``int8_problems`` is empty when int8 meets its gates. Int8
+    that misses is quantized the other way (dynamic <-> static: the rescue for a model whose activations one of
+    them handles badly) and judged again; when that misses too, the int8 file is deleted and the export is fp32
+    only, with a warning — the trained model is registered and served in fp32 instead of being lost after training.
+    Returns (the parity of the int8 kept, or of the last one tried; the metadata entries ``files``, ``quantization``
+    and, when a mode missed, ``int8_rejected``)."""
     import logging
 
     log = logging.getLogger(__name__)

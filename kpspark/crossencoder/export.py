@@ -132,8 +132,9 @@ def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.Path
                        quantization: str = CrossEncoderTraining.quantization, **gates: float) -> tuple[Path, Parity]:
     """Export fp32 + int8 (``quantization``: dynamic | static, see :func:`~kpspark.onnxutil.int8_with_parity`),
     check parity (``positives``: the pairs labelled relevant, whose 95%-retention logit is the operating point where
-    decisions are also compared; ``gates``: :func:`check_parity`'s ``atol``, ``min_pearson``, ``min_agreement``), keep the int8 that
-    passes (the other mode when the first misses; none when both miss), write ``kpspark_model.json``.
+    decisions are also compared; ``gates``: :func:`check_parity`'s ``atol``, ``min_pearson``, ``min_agreement``),
+    keep the int8 that passes (the other mode when the first misses; none when both miss), write
+    ``kpspark_model.json``.
     Returns (dir, parity)."""
     from kpspark.crossencoder.onnx_scorer import OnnxPairScorer
 

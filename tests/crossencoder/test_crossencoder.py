@@ -105,6 +105,35 @@ def test_static_int8_scores_a_pair_the_same_whatever_it_is_batched_with(spark, t
     assert moved["static"] < 1e-5 < moved["dynamic"], moved
 
 
+def test_int8_that_misses_in_one_mode_is_quantized_the_other_way_and_judged_on_held_out_rows(spark, trained, tmp_path):
+    """The rescue: dynamic int8 missing its gate (forced here by the judge) is quantized static, calibrated on the
+    even rows and judged on the odd ones; the metadata says which mode was kept and why the other was not."""
+    import shutil
+    from dataclasses import replace
+
+    from kpspark.crossencoder.export import check_parity
+    from kpspark.crossencoder.onnx_scorer import OnnxPairScorer
+    from kpspark.onnxutil import int8_with_parity, length_batches
+
+    cfg, _, tmp = trained
+    a, b = _real_pairs(spark, cfg, 120)
+    out = tmp_path / "export"
+    shutil.copytree(tmp / "export", out)
+    fp32 = OnnxPairScorer(out / "model.onnx", out, 64, threads=0)
+    judged = []
+
+    def judge(rows):
+        judged.append((rows, open(out / "model.int8.onnx", "rb").read()[-64:]))
+        p = check_parity(tmp / "model", out, a[rows], b[rows], 64)
+        return replace(p, int8_ok=False, int8_problems="forced miss") if len(judged) == 1 else p
+
+    parity, meta = int8_with_parity(out, "dynamic", len(a), lambda rows: (
+        f for _, f in length_batches(*fp32.encode(a[rows], b[rows]), 16)), judge, "cross-encoder")
+    assert [r for r, _ in judged] == [slice(None), slice(1, None, 2)] and judged[0][1] != judged[1][1]
+    assert meta["quantization"] == "static" and meta["int8_rejected"] == "dynamic int8: forced miss"
+    assert parity.int8_ok and parity.n == len(a) // 2 and (out / "model.int8.onnx").exists()
+
+
 def test_an_int8_export_that_misses_parity_is_dropped_and_the_model_serves_in_fp32(trained, tmp_path, caplog):
     """Not a lost model: the export keeps fp32 only (the metadata says why), the driver's check passes, and a job
     asking for int8 scores in fp32 with a warning."""
