@@ -73,6 +73,7 @@ def length_batches(ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int
 
 
 QUANTIZATIONS = ("dynamic", "static")
+CALIBRATION_BATCH = 16  # rows per static-int8 calibration feed (the scorer's micro-batch)
 
 
 def held_out(n: int) -> tuple[slice, slice]:

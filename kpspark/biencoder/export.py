@@ -23,7 +23,7 @@ import numpy as np
 from kpspark.artifacts import write_export_meta
 from kpspark.config import BiEncoderTraining
 from kpspark.errors import ParityError, require
-from kpspark.onnxutil import INPUTS, export_torch, int8_with_parity, length_batches
+from kpspark.onnxutil import CALIBRATION_BATCH, INPUTS, export_torch, int8_with_parity, length_batches
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.Path
     fp32 = OnnxTextEmbedder(out / "model.onnx", out, max_length, threads=0)
 
     def calibration(rows: slice) -> Iterator[dict[str, np.ndarray]]:
-        return (f for _, f in length_batches(fp32.encode(texts[rows]), None, 16))
+        return (f for _, f in length_batches(fp32.encode(texts[rows]), None, CALIBRATION_BATCH))
 
     parity, int8 = int8_with_parity(
         out, quantization, len(texts), calibration,

@@ -23,7 +23,7 @@ import numpy as np
 from kpspark.artifacts import write_export_meta
 from kpspark.config import CrossEncoderTraining, RetrievalConfig
 from kpspark.errors import ParityError, require
-from kpspark.onnxutil import INPUTS, export_torch, int8_with_parity, length_batches
+from kpspark.onnxutil import CALIBRATION_BATCH, INPUTS, export_torch, int8_with_parity, length_batches
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ def check_parity(model_dir: str | os.PathLike[str], export_dir: str | os.PathLik
     ref = _torch_logits(model_dir, a, b, max_length)
     fp32 = OnnxPairScorer(Path(export_dir) / "model.onnx", export_dir, max_length, threads=0).logits(a, b)
     int8 = OnnxPairScorer(Path(export_dir) / "model.int8.onnx", export_dir, max_length, threads=0).logits(a, b)
+
     def agreement(t: float) -> float:
         return float(np.mean((fp32 >= t) == (int8 >= t)))
 
@@ -147,7 +148,7 @@ def export_with_parity(model_dir: str | os.PathLike[str], out_dir: str | os.Path
     fp32 = OnnxPairScorer(out / "model.onnx", out, max_length, threads=0)
 
     def calibration(rows: slice) -> Iterator[dict[str, np.ndarray]]:
-        return (f for _, f in length_batches(*fp32.encode(a[rows], b[rows]), 16))
+        return (f for _, f in length_batches(*fp32.encode(a[rows], b[rows]), CALIBRATION_BATCH))
 
     parity, int8 = int8_with_parity(
         out, quantization, len(a), calibration,
