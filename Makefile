@@ -11,6 +11,9 @@ LANES  ?= 3.5 4.0 4.2
 # the lane that also runs the jobs over Spark Connect (tests marked `connect`)
 CONNECT_LANE ?= 4.2
 JARS   := .cache/jars/spark-$(LANE)/manifest.json
+# the test pipeline's product, kept per Delta release and code digest (tests/conftest.py): make test writes it, the
+# lanes on the same Delta release and make cluster start from a copy instead of re-running the demo
+export KPSPARK_TEST_PIPELINE_CACHE ?= $(CURDIR)/.cache/test-pipeline
 
 .PHONY: setup jars demo report test test-lanes cluster test-fast bench dist reliability clean help
 

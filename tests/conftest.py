@@ -57,23 +57,37 @@ def _isolated_mlflow(tmp_path, monkeypatch):
 # KPSPARK_TEST_PIPELINE=lean (make test-lanes, make cluster: their tests read the tables and models, not the
 # report): the pipeline fixture stops after the full batch, without the evaluation step (~80 s of each run)
 LEAN = os.environ.get("KPSPARK_TEST_PIPELINE", "") == "lean"
+# KPSPARK_TEST_PIPELINE_CACHE=<folder> (the Makefile sets .cache/test-pipeline; .ci/run empties it first): the
+# pipeline fixture's product (lakehouse, MLflow store and artifacts) is kept there under a key — the Delta release
+# and a digest of the package, its config, the lane pins and this file — and a later test session with the same
+# key (the Spark lanes on the same Delta release, make cluster) starts from a copy of it instead of running the
+# demo again. Each session still runs its own jobs (full batch, diff, stream, the cluster's) on its own Spark.
+CACHE = os.environ.get("KPSPARK_TEST_PIPELINE_CACHE", "")
 
 
-@pytest.fixture(scope="session")
-def pipeline(spark, tmp_path_factory):
-    """The whole demo pipeline, run once per test session on the tiny sample marketplace with
-    test-sized training (the real CPU teacher, the bert-tiny cross-encoder, the 2-layer student).
-    Yields (cfg, run_demo's result, tmp folder); modules that inspect its models use its MLflow store."""
+def _pipeline_key() -> str:
+    import hashlib
+
+    from kpspark import jars
+
+    h = hashlib.sha256()
+    files = [*(REPO / "kpspark").rglob("*.py"), *(REPO / "kpspark").rglob("*.yaml"), *(REPO / "conf").rglob("*"),
+             REPO / "setup.cfg", Path(__file__)]
+    for f in sorted(p for p in files if p.is_file()):
+        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
+    delta = jars.coordinate("delta").rsplit(":", 1)[1]
+    return f"delta-{delta}-{h.hexdigest()[:16]}"
+
+
+def _pipeline_cfg(tmp: Path):
     import dataclasses
 
-    from kpspark import workflows
     from kpspark.config import load_config
 
-    tmp = tmp_path_factory.mktemp("pipeline")
     cfg = load_config(REPO / "conf" / "local.yaml", overrides=[
         f"lakehouse.root={tmp / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
         f"mlflow.artifact_root={tmp / 'mlartifacts'}", "sample.size=tiny"])
-    cfg = dataclasses.replace(
+    return dataclasses.replace(
         cfg, llm=dataclasses.replace(cfg.llm, sample_size=12, chunk_pairs=6),  # two chunks of the CPU teacher
         cross_encoder=dataclasses.replace(cfg.cross_encoder, epochs=8.0, batch_size=32, eval_steps=20, patience=4),
         # the 2-layer student keeps the suite short; `make demo` trains MiniLM-L6
@@ -86,12 +100,48 @@ def pipeline(spark, tmp_path_factory):
         # reason), relative to the Jaccard baseline (`make report` adds the search row and the other recipes)
         evaluation=dataclasses.replace(cfg.evaluation, recipes=() if LEAN else ("click_search", "llm"),
                                        baseline="jaccard", judge_sample=6, output_dir=str(tmp / "reports")))
+
+
+def _run_pipeline(spark, work: Path) -> dict:
+    from kpspark import workflows
+
     mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-    out = workflows.run_demo(cfg, spark)
-    mp.undo()
-    (tmp / "step_seconds.json").write_text(json.dumps(out["step_seconds"]))  # where the suite's minutes go
-    return cfg, out, tmp
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    try:
+        out = workflows.run_demo(_pipeline_cfg(work), spark)
+    finally:
+        mp.undo()
+    (work / "step_seconds.json").write_text(json.dumps(out["step_seconds"]))  # where the suite's minutes go
+    return out
+
+
+@pytest.fixture(scope="session")
+def pipeline(spark, tmp_path_factory):
+    """The whole demo pipeline, run once per test session on the tiny sample marketplace with
+    test-sized training (the real CPU teacher, the bert-tiny cross-encoder, the 2-layer student).
+    Yields (cfg, run_demo's result, tmp folder); modules that inspect its models use its MLflow store.
+    With ``KPSPARK_TEST_PIPELINE_CACHE`` the session works on a copy of a cached run (see above)."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    if not CACHE:
+        return _pipeline_cfg(tmp), _run_pipeline(spark, tmp), tmp
+    base = Path(CACHE).resolve() / _pipeline_key()
+    kinds = ("full", "lean") if LEAN else ("full",)
+    done = next((base / k for k in kinds if (base / k / "done.json").exists()), None)
+    if done is None:  # run it where it stays: the MLflow store records its artifacts' absolute paths
+        done = base / ("lean" if LEAN else "full")
+        shutil.rmtree(done, ignore_errors=True)
+        done.mkdir(parents=True)
+        out = _run_pipeline(spark, done)
+        (done / "done.json").write_text(json.dumps(out, default=str))
+    else:
+        out = json.loads((done / "done.json").read_text())
+    # a copy of the tables and the store (the artifacts stay in the cache, read-only to what the tests do)
+    shutil.copytree(done / "lakehouse", tmp / "lakehouse")
+    shutil.copy(done / "mlflow.db", tmp / "mlflow.db")
+    shutil.copy(done / "step_seconds.json", tmp / "step_seconds.json")
+    return _pipeline_cfg(tmp), out, tmp
 
 
 def use_store(monkeypatch, tmp) -> None:

@@ -46,7 +46,8 @@ def test_full_batch_diff_and_stream_run_over_spark_connect(spark, pipeline, tmp_
     assert {r[0] for r in recs.select("run_id").distinct().collect()} == {full["run_id"]}
 
     items = tables.read_table(spark, cfg, "items").localCheckpoint()
-    ids = [r.item_id for r in items.select("item_id").orderBy("item_id").limit(5).collect()]
+    # items the full batch recommended to: a revision must replace rows that exist
+    ids = [r.item_id for r in recs.select("item_id").distinct().orderBy("item_id").limit(5).collect()]
 
     def revise(batch):
         tables.upsert(spark, cfg, "items", items.where(F.col("item_id").isin(batch))
@@ -64,10 +65,11 @@ def test_full_batch_diff_and_stream_run_over_spark_connect(spark, pipeline, tmp_
     stream = _job("streaming", cfg)  # trigger auto: availableNow over Connect (a processingTime query would not end)
     assert stream["batches"] >= 1 and stream["items_upserted"] == 2, stream  # from the MLflow run
     got = tables.read_table(spark, cfg, "recommendations").toPandas()
-    mine = set(got[got["run_id"] == stream["run_id"]]["item_id"])
-    assert mine and mine <= set(ids[3:5])
-    # the revised items' old rows are gone: what they have is the stream's (an item can lose every candidate to the
-    # filter: the 4.2 lane saw one of the two keep no row)
-    assert set(got[got["item_id"].isin(ids[3:5])]["run_id"]) <= {stream["run_id"]}
+    mine = got[got["run_id"] == stream["run_id"]]
+    assert set(mine["item_id"]) <= set(ids[3:5])
+    # the revised items' old rows are gone: what they have is exactly what the stream wrote (a revised item can lose
+    # every candidate to the filter: the 4.2 lane saw one, then both, keep no row)
+    revised = got[got["item_id"].isin(ids[3:5])]
+    assert set(revised["run_id"]) <= {stream["run_id"]} and len(revised) == len(mine) == stream["rows_upserted"]
     again = _job("streaming", cfg, "streaming.trigger=availableNow")  # restarted from its checkpoint
     assert again["batches"] == 0 and again["app_id"] == stream["app_id"]

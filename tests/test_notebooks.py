@@ -55,10 +55,10 @@ def test_notebooks_run_as_plain_python_on_local_spark(spark, pipeline, tmp_path,
               f"mlflow.artifact_root={tmp_path / 'mlartifacts'}", "sample.size=tiny", "retrieval.k=20",
               "retrieval.top_n=10", f"bi_encoder.dim={cfg.bi_encoder.dim}", "bi_encoder.dims=[384,64]",
               "bi_encoder.init=minilm2", "bi_encoder.max_pairs_per_task=64", "bi_encoder.epochs=0.5",
-              "bi_encoder.eval_steps=10", "cross_encoder.epochs=4", "cross_encoder.batch_size=32",
+              "bi_encoder.eval_steps=10", "cross_encoder.epochs=1", "cross_encoder.batch_size=32",
               "cross_encoder.eval_steps=20", "cross_encoder.precision=fp32",
               # the real CPU teacher (jobs refuse the unit-test `fake` backend), on a handful of pairs
-              "llm.backend=transformers", "llm.sample_size=4", "llm.chunk_pairs=4",
+              "llm.backend=transformers", "llm.sample_size=2", "llm.chunk_pairs=2",
               "evaluation.recipes=[click_search]", "evaluation.baseline=jaccard", "evaluation.train_missing=false",
               "evaluation.judge_sample=0", f"evaluation.output_dir={tmp_path / 'reports'}",
               "streaming.trigger=availableNow", f"streaming.checkpoint={tmp_path / 'checkpoint'}"]

@@ -124,6 +124,7 @@ def train_bi_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir: s
                          "search_relevance, pair_scores) or drop the task from the recipe")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # type: ignore[attr-defined]
+    transformers.set_seed(cfg.seed)  # type: ignore[attr-defined]  # fresh weights from the seed (see the CE's trainer)
     model = load_base(cfg.init, cfg.max_length)
     tasks = list(train_sets)
     losses = task_losses(model, cfg, tasks)

@@ -101,6 +101,10 @@ def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir
     if threads:
         torch.set_num_threads(threads)  # type: ignore[attr-defined]
     out = Path(out_dir)
+    # the fresh weights (bert-tiny's, a new head) are drawn from the seed, not from whatever the process's random
+    # state happens to be: the same data and seed train the same model (unseeded, the suite's model swung between
+    # held-out AUC 0.41 and 0.82 with what ran before it in the process)
+    transformers.set_seed(seed)  # type: ignore[attr-defined]
     init_dir = init_model(cfg.init, out / "init")
     model = CrossEncoder(str(init_dir), num_labels=1, max_length=cfg.max_length, device="cpu"
                          if not torch.cuda.is_available() else None)  # type: ignore[attr-defined]
