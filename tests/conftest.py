@@ -137,7 +137,8 @@ def pipeline(spark, tmp_path_factory):
         (done / "done.json").write_text(json.dumps(out, default=str))
     else:
         out = json.loads((done / "done.json").read_text())
-    # a copy of the tables and the store (the artifacts stay in the cache, read-only to what the tests do)
+    # a copy of the tables and the store; the artifacts stay in the cache (runs a test logs into the copy add theirs
+    # there too, under their own run ids: nothing of the cached run is overwritten)
     shutil.copytree(done / "lakehouse", tmp / "lakehouse")
     shutil.copy(done / "mlflow.db", tmp / "mlflow.db")
     shutil.copy(done / "step_seconds.json", tmp / "step_seconds.json")
