@@ -14,7 +14,7 @@ from kpspark.data import tables
 from kpspark.evaluation import offline
 from kpspark.registry import models
 from kpspark.sparkutil import validation_items
-from tests.conftest import use_store
+from tests.conftest import lake_copy, use_store
 
 
 def _synthetic(noise: float, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -157,7 +157,6 @@ def test_gate_refuses_a_worse_challenger_and_promotion_honours_it(spark, pipelin
     from kpspark.artifacts import local_model_dir
     from kpspark.registry import tracking
     from kpspark.registry.pyfunc import log_cross_encoder
-    from tests.conftest import lake_copy
 
     # on a copy of the demo's lakehouse and store: the versions and aliases moved here never reach other tests
     cfg = lake_copy(pipeline, tmp_path / "lake", monkeypatch)
