@@ -94,9 +94,9 @@ def check_parity(model_dir: str | os.PathLike[str], export_dir: str | os.PathLik
         raise ParityError("bi-encoder export parity failed: sentence-transformers vs ONNX fp32 max |diff| "
                           f"{p.fp32_max_abs_diff:.2e} > atol {atol}")
     int8 = []
-    if p.int8_mean_cosine < min_cosine:
+    if not p.int8_mean_cosine >= min_cosine:  # NaN (a zero vector) is a miss: NaN compares false both ways
         int8.append(f"int8 vs fp32 mean cosine {p.int8_mean_cosine:.4f} < {min_cosine}")
-    low = {d: c for d, c in by_dim.items() if c < min_cosine}
+    low = {d: c for d, c in by_dim.items() if not c >= min_cosine}
     if low:
         int8.append(f"int8 vs fp32 mean cosine below {min_cosine} at dims {low}")
     p = dataclasses.replace(p, int8_ok=not int8, int8_problems="; ".join(int8))

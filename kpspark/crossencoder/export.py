@@ -81,6 +81,19 @@ def _torch_logits(model_dir: str | os.PathLike[str], a: Sequence[str], b: Sequen
     return np.concatenate(outs)
 
 
+def int8_problems(pearson: float, agreement: float, min_pearson: float = 0.99,
+                  min_agreement: float = 0.99) -> list[str]:
+    """Why an int8 export misses its gates (empty: it passes). A NaN Pearson — int8 logits that do not vary, as
+    static int8 gives a model whose fp32 logits differ only in the fourth decimal — is a miss, not a pass."""
+    out = []
+    if not pearson >= min_pearson:  # NaN compares false both ways
+        out.append(f"int8 vs fp32 Pearson {pearson:.4f} < {min_pearson}" if pearson == pearson else
+                   "int8 vs fp32 Pearson undefined (constant logits)")
+    if not agreement >= min_agreement:
+        out.append(f"int8 vs fp32 decision agreement {agreement:.4f} < {min_agreement}")
+    return out
+
+
 def check_parity(model_dir: str | os.PathLike[str], export_dir: str | os.PathLike[str], a: Sequence[str],
                  b: Sequence[str], max_length: int, threshold_logit: float = 0.0,
                  positives: Sequence[bool] | None = None, retention: float = RetrievalConfig.click_retention,
@@ -116,11 +129,7 @@ def check_parity(model_dir: str | os.PathLike[str], export_dir: str | os.PathLik
                        100 * float(np.mean(np.abs(fp32 - operating) < 0.05)))
     if p.fp32_max_abs_diff > atol:
         raise ParityError(f"export parity failed: torch vs ONNX fp32 max |diff| {p.fp32_max_abs_diff:.2e} > atol {atol}")
-    int8 = []
-    if p.int8_pearson < min_pearson:
-        int8.append(f"int8 vs fp32 Pearson {p.int8_pearson:.4f} < {min_pearson}")
-    if p.int8_decision_agreement < min_agreement:
-        int8.append(f"int8 vs fp32 decision agreement {p.int8_decision_agreement:.4f} < {min_agreement}")
+    int8 = int8_problems(p.int8_pearson, p.int8_decision_agreement, min_pearson, min_agreement)
     p = dataclasses.replace(p, int8_ok=not int8, int8_problems="; ".join(int8))
     logger.info("export parity: %s", p)
     return p

@@ -64,6 +64,17 @@ def test_export_parity_holds_on_the_trained_model(trained):
     assert 0.0 <= res["ce_parity_int8_decision_agreement_operating"] <= 1.0
 
 
+def test_int8_with_constant_logits_misses_its_gate():
+    """Static int8 of a barely-trained model can flatten every logit to one value (seen over Spark Connect with a
+    1-epoch bert-tiny: fp32 spread 0.0005, int8 one value): the Pearson is then undefined, and that is a miss."""
+    from kpspark.crossencoder.export import int8_problems
+
+    assert int8_problems(0.995, 1.0) == []
+    assert int8_problems(float("nan"), 1.0) == ["int8 vs fp32 Pearson undefined (constant logits)"]
+    assert int8_problems(0.9, float("nan"))[0].startswith("int8 vs fp32 Pearson 0.9000 <")
+    assert len(int8_problems(0.9, float("nan"))) == 2
+
+
 def test_parity_failure_fails_the_export(trained):
     _, _, tmp = trained
     a, b = ["red iphone", "drill"], ["Phones [SEP] Apple iPhone Red", "Tools [SEP] DeWalt drill"]
