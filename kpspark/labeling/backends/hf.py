@@ -7,7 +7,7 @@ and so does ``path/to/folder::file.gguf``.
 Dequantizing a GGUF file is slow (~35 s for SmolLM2 on one core, most of it parsing the vocabulary three
 times), and every executor's Python worker loads its own copy; so the first load on a machine saves the
 dequantized model as an ordinary HF folder under the model cache (``KPSPARK_MODEL_CACHE``, else
-``$XDG_CACHE_HOME/kpspark`` or ``~/.cache/kpspark``), and later loads on that machine read the folder (~1 s).
+``$XDG_CACHE_HOME/kpspark`` or ``~/.cache/kpspark``), and later loads on that machine read the folder (~5 s).
 The same weights either way; a node without a writable cache loads the GGUF file directly.
 """
 from __future__ import annotations
