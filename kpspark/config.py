@@ -139,13 +139,16 @@ class CrossEncoderTraining:
     init: str = "bert-tiny"  # bert-tiny (the paper's shape, from scratch) | minilm1..minilm6 (first N layers of MiniLM) | a HF folder or hub id
     max_length: int = 64
     epochs: float = 8.0  # TJ: 8 epochs
-    lr: float = 1e-3  # bert-tiny from scratch; ~1e-4 for minilm2
+    lr: float = 0.0  # 0 = the init's default: 1e-3 for fresh weights (bert-tiny), 5e-5 for pretrained ones
     batch_size: int = 64
     eval_steps: int = 100
     patience: int = 3  # early stopping: evaluations without a better validation loss
     soft_labels: bool = False  # train on P(yes) instead of 0/1
     warmup_ratio: float = 0.1  # share of the training steps the learning rate warms up over
     quantization: str = "dynamic"  # int8 export: dynamic (fastest) | static (calibrated: a score ignores its batch-mates)
+    teacher: str = ""  # '' = train on the labels | an init or model folder: a cross-encoder trained on the labels first, its logits then distilled into `init` (MSE)
+    teacher_epochs: float = 1.0  # 0 = `teacher` is already a trained cross-encoder folder: distil from it as it is
+    teacher_lr: float = 0.0  # 0 = the teacher init's default (as `lr`)
 
 
 @dataclass(frozen=True)

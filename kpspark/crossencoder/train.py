@@ -11,7 +11,14 @@ Initialisations (no model hub):
 
 Training uses sentence-transformers' ``CrossEncoderTrainer`` with ``BinaryCrossEntropyLoss`` (hard
 0/1 labels by default; ``soft_labels=True`` trains on P(yes)), a progress bar, evaluation on the
-validation split each ``eval_steps`` and early stopping on its loss.
+validation split each ``eval_steps`` and early stopping on its loss. A learning rate of 0 is the init's
+default (:func:`default_lr`).
+
+Teacher-student (``teacher``): a wider or deeper cross-encoder (e.g. ``minilm6``) is trained on the labels
+first, then the serving model (``init``, a 2-layer shape) learns the teacher's logits on the same pairs with
+sentence-transformers' ``MSELoss`` (its distillation loss for cross-encoders): pretrained weights' judgement
+in the shape that scores billions of pairs. ``teacher_epochs=0`` distils from an already trained
+cross-encoder folder without training it again.
 """
 from __future__ import annotations
 
@@ -30,6 +37,13 @@ from kpspark.errors import BackendUnavailableError, require
 
 logger = logging.getLogger(__name__)
 INITS = ("minilm2", "bert-tiny", "minilm1", "minilm3", "minilm4", "minilm5", "minilm6")  # named; or a folder / hub id
+SCRATCH_LR, PRETRAINED_LR = 1e-3, 5e-5
+
+
+def default_lr(init: str) -> float:
+    """The learning rate ``init`` trains at when none is set: fresh weights (``bert-tiny``) 1e-3, pretrained ones
+    (``minilmN``, a model folder) 5e-5 — at 1e-3 pretrained weights are overwritten in the first epoch."""
+    return SCRATCH_LR if init == "bert-tiny" else PRETRAINED_LR
 
 
 def minilm_dir() -> Path:
@@ -73,63 +87,109 @@ def _save(model: Any, tok: Any, out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _dataset(pdf: pd.DataFrame, soft: bool) -> Any:
+def _dataset(pdf: pd.DataFrame, labels: Any) -> Any:
     datasets = require("datasets", "train")
     a, b = pair_texts(pdf["keyphrase"], pdf["category"], pdf["title"])
-    label_col = "p_yes" if soft and "p_yes" in pdf else "label"
-    labels = pdf[label_col].astype("float32").tolist()
-    return datasets.Dataset.from_dict({"keyphrase": a, "item": b, "label": labels})  # type: ignore[attr-defined]
+    return datasets.Dataset.from_dict({"keyphrase": a, "item": b,  # type: ignore[attr-defined]
+                                       "label": [float(x) for x in labels]})
+
+
+def _labels(pdf: pd.DataFrame, soft: bool) -> Any:
+    return pdf["p_yes" if soft and "p_yes" in pdf else "label"].astype("float32").tolist()
 
 
 def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir: str | os.PathLike[str],
                         cfg: CrossEncoderTraining | None = None, seed: int = 42, threads: int = 0) -> dict[str, Any]:
     """Train on ``train_pdf`` (columns keyphrase, category, title, label[, p_yes]), early-stop on
-    ``eval_pdf``; save the best model (HF folder + tokenizer) to ``out_dir``. Returns metrics. ``threads``:
-    torch's intra-op threads (0 = its default)."""
+    ``eval_pdf``; save the best model (HF folder + tokenizer) to ``out_dir``/model. With ``cfg.teacher`` the
+    teacher is trained (or taken as it is) first under ``out_dir``/teacher and the model learns its logits.
+    Returns metrics (``teacher_*`` for the teacher: its losses and validation AUCs against the labels).
+    ``threads``: torch's intra-op threads (0 = its default)."""
     cfg = cfg or CrossEncoderTraining()
+    torch = require("torch", "train")
+    if len(train_pdf) == 0 or len(eval_pdf) == 0:
+        raise ValueError(f"need training and validation rows, got {len(train_pdf)} and {len(eval_pdf)}")
+    if threads:
+        torch.set_num_threads(threads)  # type: ignore[attr-defined]
+    out = Path(out_dir)
+    labelled = (_dataset(train_pdf, _labels(train_pdf, cfg.soft_labels)),
+                _dataset(eval_pdf, _labels(eval_pdf, cfg.soft_labels)))
+    if not cfg.teacher:
+        res = _fit(cfg.init, cfg.lr, cfg.epochs, cfg, *labelled, out, seed, distil=False)
+        return {"model_dir": str(res.pop("dir")), **res}
+    if cfg.teacher_epochs > 0:
+        t = _fit(cfg.teacher, cfg.teacher_lr, cfg.teacher_epochs, cfg, *labelled, out / "teacher", seed, distil=False)
+        teacher_dir = t.pop("dir")
+    elif cfg.teacher in INITS or not (Path(cfg.teacher) / "config.json").is_file():
+        raise ValueError(f"teacher_epochs=0 distils from a trained cross-encoder folder as it is; {cfg.teacher!r} "
+                         "is not one (set teacher_epochs > 0 to train it on the labels first)")
+    else:
+        teacher_dir, t = Path(cfg.teacher), {}
+    t_train, t_val = (ce_logits(teacher_dir, pdf, cfg.max_length) for pdf in (train_pdf, eval_pdf))
+    from kpspark.evaluation.metrics import ranking_aucs
+
+    t.update(ranking_aucs(eval_pdf["label"], t_val, item=eval_pdf["item_id"].to_numpy() if "item_id" in eval_pdf
+                          else None, keyphrase=eval_pdf["keyphrase"].to_numpy(), prefix="val_auc_labels"))
+    res = _fit(cfg.init, cfg.lr, cfg.epochs, cfg, _dataset(train_pdf, t_train), _dataset(eval_pdf, t_val), out, seed,
+               distil=True)
+    logger.info("cross-encoder distilled from %s: %s", cfg.teacher, res)
+    return {"model_dir": str(res.pop("dir")), "teacher_dir": str(teacher_dir),
+            **res, **{f"teacher_{k}": v for k, v in t.items()}}
+
+
+def ce_logits(model_dir: str | os.PathLike[str], pdf: pd.DataFrame, max_length: int,
+                   batch_size: int = 128) -> Any:
+    """The raw logits (no sigmoid) of the cross-encoder in ``model_dir`` on the pairs of ``pdf``."""
+    torch = require("torch", "train")
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    model = CrossEncoder(str(model_dir), num_labels=1, max_length=max_length,
+                         device=None if torch.cuda.is_available() else "cpu")  # type: ignore[attr-defined]
+    a, b = pair_texts(pdf["keyphrase"], pdf["category"], pdf["title"])
+    return model.predict(list(zip(a, b)), batch_size=batch_size, activation_fn=torch.nn.Identity(),  # type: ignore[attr-defined]
+                         show_progress_bar=False, convert_to_numpy=True)
+
+
+def _fit(init: str, lr: float, epochs: float, cfg: CrossEncoderTraining, train_ds: Any, eval_ds: Any, out: Path,
+         seed: int, distil: bool) -> dict[str, Any]:
+    """One training run of ``init`` (BCE on labels, or MSE on a teacher's logits with ``distil``); the best model
+    saved to ``out``/model. Returns its losses, steps and ``dir``."""
     torch = require("torch", "train")
     st = require("sentence_transformers", "train")
     transformers = require("transformers", "train")
     from sentence_transformers.cross_encoder import (
         CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments,
     )
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MSELoss
 
     _ = st
-    if len(train_pdf) == 0 or len(eval_pdf) == 0:
-        raise ValueError(f"need training and validation rows, got {len(train_pdf)} and {len(eval_pdf)}")
-    if threads:
-        torch.set_num_threads(threads)  # type: ignore[attr-defined]
-    out = Path(out_dir)
     # the fresh weights (bert-tiny's, a new head) are drawn from the seed, not from whatever the process's random
     # state happens to be: the same data and seed train the same model (unseeded, the suite's model swung between
     # held-out AUC 0.41 and 0.82 with what ran before it in the process)
     transformers.set_seed(seed)  # type: ignore[attr-defined]
-    init_dir = init_model(cfg.init, out / "init")
+    init_dir = init_model(init, out / "init")
     model = CrossEncoder(str(init_dir), num_labels=1, max_length=cfg.max_length, device="cpu"
                          if not torch.cuda.is_available() else None)  # type: ignore[attr-defined]
     args = CrossEncoderTrainingArguments(
-        output_dir=str(out / "checkpoints"), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+        output_dir=str(out / "checkpoints"), num_train_epochs=epochs, learning_rate=lr or default_lr(init),
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size * 2,
         warmup_ratio=cfg.warmup_ratio, eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps",
         save_steps=cfg.eval_steps, save_total_limit=2, load_best_model_at_end=True,
         metric_for_best_model="eval_loss", greater_is_better=False, logging_steps=max(1, cfg.eval_steps // 2),
         seed=seed, report_to="none", disable_tqdm=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),  # type: ignore[attr-defined]
     )
+    loss = MSELoss(model, activation_fn=torch.nn.Identity()) if distil else BinaryCrossEntropyLoss(model)  # type: ignore[attr-defined]
     trainer = CrossEncoderTrainer(
-        model=model, args=args, train_dataset=_dataset(train_pdf, cfg.soft_labels),
-        eval_dataset=_dataset(eval_pdf, cfg.soft_labels), loss=BinaryCrossEntropyLoss(model),
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, loss=loss,
         callbacks=[transformers.EarlyStoppingCallback(early_stopping_patience=cfg.patience)],  # type: ignore[attr-defined]
     )
     result = trainer.train()
-    final = out / "model"
-    save_hf(model, final)
+    final = save_hf(model, out / "model")
     metrics = {"train_loss": float(result.training_loss), "steps": int(result.global_step)}
-    ev = trainer.evaluate()
-    metrics["eval_loss"] = float(ev.get("eval_loss", float("nan")))
-    logger.info("cross-encoder trained: %s", metrics)
+    metrics["eval_loss"] = float(trainer.evaluate().get("eval_loss", float("nan")))
+    logger.info("cross-encoder %s trained: %s", init, metrics)
     drop_checkpoints(out)
-    return {"model_dir": str(final), **metrics}
+    return {"dir": final, **metrics}
 
 
 def drop_checkpoints(out_dir: str | os.PathLike[str]) -> None:

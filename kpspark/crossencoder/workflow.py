@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
+LEARNED_NOTHING_AUC = 0.55  # a trained model whose held-out AUC vs its own labels is below this is flagged, not hidden
 
 
 def model_name_for(cfg: Config, recipe: str) -> str:
@@ -53,6 +54,12 @@ def _validation_metrics(spark: "SparkSession", cfg: Config, val: Any, scorer: An
             if len(m) and m["_ref"].nunique() == 2:
                 out.update(aucs(m, "_ref", key))
     return out
+
+
+def learned_nothing(val_auc: float) -> bool:
+    """Whether a model's held-out AUC against its own labels says it learned nothing (below
+    ``LEARNED_NOTHING_AUC``, or NaN: scores that do not vary)."""
+    return not val_auc >= LEARNED_NOTHING_AUC
 
 
 def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | None = None,
@@ -102,8 +109,15 @@ def run_train_cross_encoder(cfg: Config, spark: "SparkSession", recipe: str | No
         figures = {"ce_train_loss": summary.figures["train_loss"], "ce_eval_loss": summary.figures["eval_loss"],
                    "ce_train_rows": summary.train_rows, "ce_validation_rows": summary.validation_rows,
                    **{f"ce_parity_{k}": float(v) for k, v in summary.parity.items() if isinstance(v, (bool, int, float))},
+                   **{f"ce_{k}": float(v) for k, v in summary.figures.items()  # a teacher's losses and held-out AUCs
+                      if k.startswith("teacher_") and isinstance(v, (int, float))},
                    **_validation_metrics(spark, cfg, summary.validation, scorer)}
         mlflow.log_metrics({k: float(v) for k, v in figures.items()})
+        if learned_nothing(figures["ce_val_auc_labels"]):
+            logger.warning("the %s cross-encoder ranks its held-out pairs no better than chance (validation AUC vs its "
+                           "labels %.3f): more epochs, more pairs or another init (cross_encoder.*)", recipe,
+                           figures["ce_val_auc_labels"])
+            mlflow.set_tag("learned_nothing", f"ce_val_auc_labels={figures['ce_val_auc_labels']:.3f}")
         info = log_cross_encoder(export_dir, precision=ce.precision)
         version, promoted = models.register_candidate(cfg, info.model_uri, name,
                                                       tags={"recipe": recipe, "run_id": run.info.run_id})

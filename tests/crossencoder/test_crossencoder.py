@@ -47,7 +47,15 @@ def test_training_learns_and_the_run_is_logged(trained):
     assert run.data.params["recipe"] == "click_search"
     assert int(run.data.params["rows.click_pos"]) > 0 and int(run.data.params["rows.search_neg"]) > 0
     assert 0 < run.data.metrics["ce_class_balance"] < 1
+    assert "learned_nothing" not in run.data.tags
     assert models.get_version(cfg, res["model"], "challenger") == res["version"]
+
+
+def test_a_model_no_better_than_chance_on_its_held_out_pairs_is_flagged():
+    from kpspark.crossencoder.workflow import learned_nothing
+
+    assert learned_nothing(0.5) and learned_nothing(float("nan")) and learned_nothing(0.3)
+    assert not learned_nothing(0.83)
 
 
 def test_export_parity_holds_on_the_trained_model(trained):
