@@ -1,6 +1,6 @@
 """Evaluation run on real data: the Home Depot search-relevance pairs (human ratings) from ``../shared``.
 
-Loads the file into a lakehouse under ``.cache/eval-homedepot`` (``jobs/load_homedepot.py``), trains the
+Loads the file into a fresh lakehouse under ``.cache/eval-homedepot/<result>`` (``jobs/load_homedepot.py``), trains the
 cross-encoder on the human labels of the training items (recipe ``human``; the estimator holds out 20%
 of the items), and runs the offline evaluation (``jobs/calibrate_evaluate.py``) on those held-out items
 with the Jaccard baseline as the reference row. There is no click log or search engine in this data, so
@@ -27,7 +27,8 @@ from _common import REPO, bench_cfg, homedepot_absent, machine_info, write_resul
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(REPO / ".cache" / "eval-homedepot"))
+    ap.add_argument("--work", default="", help="default: .cache/eval-homedepot/<result name>, one lakehouse and "
+                    "registry per result (a second run in one registry would evaluate the first run's serving model)")
     ap.add_argument("--max-train-pairs", type=int, default=30000)
     ap.add_argument("--epochs", type=float, default=4.0)
     ap.add_argument("--cores", type=int, default=2)
@@ -46,7 +47,9 @@ def main() -> int:
     from kpspark.evaluation.report import run_evaluate
     from kpspark.session import get_spark
 
-    work = Path(args.work)
+    work = Path(args.work or REPO / ".cache" / "eval-homedepot" / Path(args.result).stem)
+    if (work / "mlflow.db").exists():
+        raise SystemExit(f"{work} holds an earlier run's registry: remove it or pass another --work")
     cfg = bench_cfg(work, args.cores, [
         "cross_encoder.recipe=human", f"cross_encoder.max_train_pairs={args.max_train_pairs}",
         f"cross_encoder.epochs={args.epochs}", f"cross_encoder.init={args.init}", f"cross_encoder.lr={args.lr}",
