@@ -47,7 +47,8 @@ def timed(scorer, a, b, repeats: int = 2) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help="NAME=MODEL_DIR (a trained HF cross-encoder folder); the first is the baseline")
+    ap.add_argument("models", nargs="+",
+                    help="NAME=MODEL_DIR (a trained HF cross-encoder folder); the first is the baseline")
     ap.add_argument("--pairs", type=int, default=8000)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--auc-from", nargs="*", default=[], metavar="NAME=RESULT_JSON",
@@ -93,7 +94,8 @@ def main() -> int:
             if k in r and k in base:
                 r[f"{p}_ratio_to_{base['model']}"] = round(r[k] / base[k], 3)
     write_result(args.out, {
-        "benchmark": "cross_encoder_shapes", "pairs": len(a), "pairs_from": "Home Depot search terms x product titles", "max_length": args.max_length,
+        "benchmark": "cross_encoder_shapes", "pairs": len(a), "pairs_from": "Home Depot search terms x product titles",
+        "max_length": args.max_length,
         "baseline": base["model"], "how": "single-process ORT, 1 thread (one core), the library's scorer, best of 2",
         "target_int8_per_core": 3000, "rows": rows, "machine": machine_info()})
     return 0

@@ -1,11 +1,11 @@
 """Evaluation run on real data: the Home Depot search-relevance pairs (human ratings) from ``../shared``.
 
-Loads the file into a fresh lakehouse under ``.cache/eval-homedepot/<result>`` (``jobs/load_homedepot.py``), trains the
-cross-encoder on the human labels of the training items (recipe ``human``; the estimator holds out 20%
+Loads the file into a fresh lakehouse under ``.cache/eval-homedepot/<result>`` (``jobs/load_homedepot.py``),
+trains the cross-encoder on the human labels of the training items (recipe ``human``; the estimator holds out 20%
 of the items), and runs the offline evaluation (``jobs/calibrate_evaluate.py``) on those held-out items
 with the Jaccard baseline as the reference row. There is no click log or search engine in this data, so
 the report has the agreement columns only (AUC, and kappa/accuracy at each variant's best-F1 threshold).
-Writes ``bench/results/homedepot_eval.json``; exits 0 with a message when the data is absent.
+Writes ``bench/results/homedepot_eval.json`` (``--result``); exits 0 with a message when the data is absent.
 
     python bench/eval_homedepot.py [--max-train-pairs 30000] [--epochs 4] [--init bert-tiny] [--lr 0]
         [--teacher minilm6 --teacher-epochs 1 --teacher-lr 3e-5] [--result homedepot_eval.json]
@@ -54,7 +54,8 @@ def main() -> int:
         "cross_encoder.recipe=human", f"cross_encoder.max_train_pairs={args.max_train_pairs}",
         f"cross_encoder.epochs={args.epochs}", f"cross_encoder.init={args.init}", f"cross_encoder.lr={args.lr}",
         *([f"cross_encoder.teacher={args.teacher}", f"cross_encoder.teacher_epochs={args.teacher_epochs}",
-           f"cross_encoder.teacher_lr={args.teacher_lr}"] if args.teacher else []), "evaluation.recipes=[human]", "evaluation.baseline=jaccard",
+           f"cross_encoder.teacher_lr={args.teacher_lr}"] if args.teacher else []),
+        "evaluation.recipes=[human]", "evaluation.baseline=jaccard",
         "evaluation.max_pairs=100000", f"evaluation.output_dir={work / 'report'}"])
     spark = get_spark(cfg, app_name="kpspark-eval-homedepot")
     t0 = time.time()

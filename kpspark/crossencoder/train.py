@@ -120,7 +120,7 @@ def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir
     if cfg.teacher_epochs > 0:
         t = _fit(cfg.teacher, cfg.teacher_lr, cfg.teacher_epochs, cfg, *labelled, out / "teacher", seed, distil=False)
         teacher_dir = t.pop("dir")
-    elif cfg.teacher in INITS or not (Path(cfg.teacher) / "config.json").is_file():
+    elif not (Path(cfg.teacher) / "config.json").is_file():
         raise ValueError(f"teacher_epochs=0 distils from a trained cross-encoder folder as it is; {cfg.teacher!r} "
                          "is not one (set teacher_epochs > 0 to train it on the labels first)")
     else:
@@ -128,8 +128,9 @@ def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir
     t_train, t_val = (ce_logits(teacher_dir, pdf, cfg.max_length) for pdf in (train_pdf, eval_pdf))
     from kpspark.evaluation.metrics import ranking_aucs
 
-    t.update(ranking_aucs(eval_pdf["label"], t_val, item=eval_pdf["item_id"].to_numpy() if "item_id" in eval_pdf
-                          else None, keyphrase=eval_pdf["keyphrase"].to_numpy(), prefix="val_auc_labels"))
+    kp = eval_pdf["keyphrase_id"] if "keyphrase_id" in eval_pdf else eval_pdf["keyphrase"]
+    item = eval_pdf["item_id"].to_numpy() if "item_id" in eval_pdf else None
+    t.update(ranking_aucs(eval_pdf["label"], t_val, item=item, keyphrase=kp.to_numpy(), prefix="val_auc_labels"))
     res = _fit(cfg.init, cfg.lr, cfg.epochs, cfg, _dataset(train_pdf, t_train), _dataset(eval_pdf, t_val), out, seed,
                distil=True)
     logger.info("cross-encoder distilled from %s: %s", cfg.teacher, res)
@@ -137,8 +138,7 @@ def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir
             **res, **{f"teacher_{k}": v for k, v in t.items()}}
 
 
-def ce_logits(model_dir: str | os.PathLike[str], pdf: pd.DataFrame, max_length: int,
-                   batch_size: int = 128) -> Any:
+def ce_logits(model_dir: str | os.PathLike[str], pdf: pd.DataFrame, max_length: int, batch_size: int = 128) -> Any:
     """The raw logits (no sigmoid) of the cross-encoder in ``model_dir`` on the pairs of ``pdf``."""
     torch = require("torch", "train")
     from sentence_transformers.cross_encoder import CrossEncoder
