@@ -126,11 +126,9 @@ def train_cross_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir
     else:
         teacher_dir, t = Path(cfg.teacher), {}
     t_train, t_val = (ce_logits(teacher_dir, pdf, cfg.max_length) for pdf in (train_pdf, eval_pdf))
-    from kpspark.evaluation.metrics import ranking_aucs
+    from kpspark.evaluation.metrics import frame_aucs
 
-    kp = eval_pdf["keyphrase_id"] if "keyphrase_id" in eval_pdf else eval_pdf["keyphrase"]
-    item = eval_pdf["item_id"].to_numpy() if "item_id" in eval_pdf else None
-    t.update(ranking_aucs(eval_pdf["label"], t_val, item=item, keyphrase=kp.to_numpy(), prefix="val_auc_labels"))
+    t.update(frame_aucs(eval_pdf, "label", t_val, prefix="val_auc_labels"))
     res = _fit(cfg.init, cfg.lr, cfg.epochs, cfg, _dataset(train_pdf, t_train), _dataset(eval_pdf, t_val), out, seed,
                distil=True)
     logger.info("cross-encoder distilled from %s: %s", cfg.teacher, res)

@@ -38,9 +38,7 @@ def _validation_metrics(spark: "SparkSession", cfg: Config, val: Any, scorer: An
     val = val.assign(score=scorer.scores(a, b))
 
     def aucs(df: Any, label: str, prefix: str) -> dict[str, float]:
-        kp = df["keyphrase_id"] if "keyphrase_id" in df else df["keyphrase"]
-        return metrics.ranking_aucs(df[label], df["score"], item=df["item_id"].to_numpy(), keyphrase=kp.to_numpy(),
-                                    prefix=prefix)
+        return metrics.frame_aucs(df, label, df["score"], prefix)
 
     out = aucs(val, "label", "ce_val_auc_labels")
     keys = None

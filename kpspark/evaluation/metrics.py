@@ -1,6 +1,8 @@
 """Pure numpy metrics (no Spark): AUC (pooled and within groups), accuracy, Cohen's kappa, best-F1 threshold."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -62,6 +64,14 @@ def ranking_aucs(y: ArrayLike, s: ArrayLike, item: ArrayLike | None = None, keyp
         if g is not None:
             out[f"{prefix}_within_{name}"], out[f"{prefix}_within_{name}_groups"] = grouped_auc(y, s, g)
     return out
+
+
+def frame_aucs(df: Any, label: str, scores: ArrayLike, prefix: str) -> dict[str, float]:
+    """:func:`ranking_aucs` of ``scores`` against ``df[label]`` for a frame of pairs: grouped by its ``item_id`` (when
+    present) and its keyphrase (``keyphrase_id``, else the ``keyphrase`` text)."""
+    kp = df["keyphrase_id"] if "keyphrase_id" in df else df["keyphrase"]
+    item = df["item_id"].to_numpy() if "item_id" in df else None
+    return ranking_aucs(df[label], scores, item=item, keyphrase=kp.to_numpy(), prefix=prefix)
 
 
 def accuracy(y: ArrayLike, pred: ArrayLike) -> float:
