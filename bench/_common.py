@@ -24,6 +24,15 @@ def bench_cfg(work: Path, cores: int, extra: Iterable[str] = ()) -> Any:
         f"spark.jars_dir={REPO / '.cache' / 'jars'}", *extra])
 
 
+def homedepot_work(given: str, result: str) -> Path:
+    """The work folder of a Home Depot run: ``given``, else ``.cache/eval-homedepot/<result stem>`` — one lakehouse
+    and registry per result file (a second run in one registry would evaluate the first run's serving model)."""
+    work = Path(given or REPO / ".cache" / "eval-homedepot" / Path(result).stem)
+    if (work / "mlflow.db").exists():
+        raise SystemExit(f"{work} holds an earlier run's registry: remove it or pass another --work")
+    return work
+
+
 def run_isolated(script: str, work: Path, limit: int, plan: Iterable[tuple[int, str]]) -> list[dict]:
     """Run ``script --one CORES MODE`` once per configuration, each in its own process (its own
     ``local[N]`` Spark), and collect the ``RESULT {json}`` line each prints."""

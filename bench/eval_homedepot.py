@@ -20,9 +20,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-from _common import REPO, bench_cfg, homedepot_absent, machine_info, write_result
+from _common import REPO, bench_cfg, homedepot_absent, homedepot_work, machine_info, write_result
 
 
 def main() -> int:
@@ -47,9 +46,7 @@ def main() -> int:
     from kpspark.evaluation.report import run_evaluate
     from kpspark.session import get_spark
 
-    work = Path(args.work or REPO / ".cache" / "eval-homedepot" / Path(args.result).stem)
-    if (work / "mlflow.db").exists():
-        raise SystemExit(f"{work} holds an earlier run's registry: remove it or pass another --work")
+    work = homedepot_work(args.work, args.result)
     cfg = bench_cfg(work, args.cores, [
         "cross_encoder.recipe=human", f"cross_encoder.max_train_pairs={args.max_train_pairs}",
         f"cross_encoder.epochs={args.epochs}", f"cross_encoder.init={args.init}", f"cross_encoder.lr={args.lr}",

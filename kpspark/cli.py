@@ -59,7 +59,7 @@ def _rollback(cfg: Config, argv: Sequence[str], force: bool = False) -> dict[str
 
 
 _WORKFLOWS = {"demo": "run_demo", "generate-sample": "run_generate_sample", "baseline": "run_baseline",
-              "label-pairs": "run_label_pairs", "load": "run_load", "load-homedepot": "run_load_homedepot",
+              "label-pairs": "run_label_pairs", "train-judge": "run_train_judge", "load": "run_load", "load-homedepot": "run_load_homedepot",
               "train-cross-encoder": "run_train_cross_encoder", "score-pairs": "run_score_pairs",
               "train-bi-encoder": "run_train_bi_encoder", "bi-encoder-ablation": "run_bi_encoder_ablation",
               "embed": "run_embed", "recommend": "run_recommend",

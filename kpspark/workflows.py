@@ -96,8 +96,19 @@ def run_label_pairs(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     if cfg.llm.backend == "fake":
         raise ValueError("llm.backend=fake is for unit tests only; use transformers, openai or vllm")
     out = workflow.run_label_pairs(cfg, spark)
-    out["agreement"] = workflow.judge_agreement(spark, cfg, out["judge_model"], out["prompt_version"])
+    # a judge fine-tuned on human labels is measured on the items it did not train on
+    out["agreement"] = workflow.judge_agreement(spark, cfg, out["judge_model"], out["prompt_version"],
+                                                held_out=workflow.is_finetuned(out["judge_model"]))
     return out
+
+
+def run_train_judge(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Fine-tune the LLM judge (``judge.base``, LoRA) on the human labels of training items, compare it with the
+    general judge on held-out items (κ, AUC), register it as ``models.judge``; ``llm.model: finetuned`` then
+    labels with it."""
+    from kpspark.labeling import workflow
+
+    return workflow.run_train_judge(cfg, spark)
 
 
 def run_load_homedepot(cfg: Config, spark: "SparkSession", path: str | None = None) -> dict[str, Any]:
@@ -205,13 +216,15 @@ def run_calibrate_evaluate(cfg: Config, spark: "SparkSession") -> dict[str, Any]
 
 def run_demo(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
     """The end-to-end demo on the sample marketplace: generate the lakehouse, register the Jaccard
-    baseline, label a sample of pairs with the LLM teacher (the CPU SmolLM2 by default) and report
+    baseline, fine-tune the LLM judge on the human labels of training items (when ``llm.model: finetuned``, as
+    in ``conf/local.yaml``), label a sample of pairs with the LLM teacher and report
     its agreement, train + export + register the cross-encoder, score the candidate pairs with it,
     train the multi-task bi-encoder student on clicks + search + the cross-encoder's scores, embed
     items and keyphrases, recommend keyphrases per item (de-duplicate, ANN, CE filter) and write the
     offline evaluation report. Returns what each step did."""
     steps: list[tuple[str, Any]] = [
-        ("sample", run_generate_sample), ("baseline", run_baseline), ("labels", run_label_pairs),
+        ("sample", run_generate_sample), ("baseline", run_baseline),
+        *([("judge", run_train_judge)] if cfg.llm.model == "finetuned" else []), ("labels", run_label_pairs),
         ("cross_encoder", run_train_cross_encoder), ("scores", run_score_pairs),
         ("bi_encoder", run_train_bi_encoder), ("embeddings", run_embed),
         ("recommendations", run_full_batch),  # also the daily diff's starting point

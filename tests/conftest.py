@@ -88,7 +88,9 @@ def _pipeline_cfg(tmp: Path):
         f"lakehouse.root={tmp / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
         f"mlflow.artifact_root={tmp / 'mlartifacts'}", "sample.size=tiny"])
     return dataclasses.replace(
-        cfg, llm=dataclasses.replace(cfg.llm, sample_size=12, chunk_pairs=6),  # two chunks of the CPU teacher
+        # the fine-tuned judge as the demo trains it, on 64 pairs with 4 adapted layers; then two chunks of labels
+        cfg, llm=dataclasses.replace(cfg.llm, sample_size=12, chunk_pairs=6),
+        judge=dataclasses.replace(cfg.judge, max_pairs=64, eval_pairs=16, lora_layers=4),
         cross_encoder=dataclasses.replace(cfg.cross_encoder, epochs=8.0, batch_size=32, eval_steps=20, patience=4),
         # the 2-layer student keeps the suite short; `make demo` trains MiniLM-L6
         bi_encoder=dataclasses.replace(cfg.bi_encoder, init="minilm2", dims=(384, 128, 64), dim=64,
@@ -118,7 +120,7 @@ def _run_pipeline(spark, work: Path) -> dict:
 @pytest.fixture(scope="session")
 def pipeline(spark, tmp_path_factory):
     """The whole demo pipeline, run once per test session on the tiny sample marketplace with
-    test-sized training (the real CPU teacher, the bert-tiny cross-encoder, the 2-layer student).
+    test-sized training (the fine-tuned CPU judge, the bert-tiny cross-encoder, the 2-layer student).
     Yields (cfg, run_demo's result, tmp folder); modules that inspect its models use its MLflow store.
     With ``KPSPARK_TEST_PIPELINE_CACHE`` the session works on a copy of a cached run (see above)."""
     import shutil

@@ -58,7 +58,8 @@ def test_notebooks_run_as_plain_python_on_local_spark(spark, pipeline, tmp_path,
               "bi_encoder.eval_steps=10", "cross_encoder.epochs=1", "cross_encoder.batch_size=32",
               "cross_encoder.eval_steps=20", "cross_encoder.precision=fp32",
               # the real CPU teacher (jobs refuse the unit-test `fake` backend), on a handful of pairs
-              "llm.backend=transformers", "llm.sample_size=2", "llm.chunk_pairs=2",
+              "llm.backend=transformers", "llm.model=smollm2", "llm.prompt_version=v1", "llm.sample_size=2",
+              "llm.chunk_pairs=2",
               "evaluation.recipes=[click_search]", "evaluation.baseline=jaccard", "evaluation.train_missing=false",
               "evaluation.judge_sample=0", f"evaluation.output_dir={tmp_path / 'reports'}",
               "streaming.trigger=availableNow", f"streaming.checkpoint={tmp_path / 'checkpoint'}"]

@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.wheel, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 UV = Path(sys.executable).parent / "uv"
 # test-sized training (the pipeline fixture's shape, smaller): the run checks packaging, not quality
-DEMO_SETS = ["sample.size=tiny", "llm.sample_size=4", "llm.chunk_pairs=4", "cross_encoder.epochs=1",
+DEMO_SETS = ["sample.size=tiny", "llm.sample_size=4", "llm.chunk_pairs=4", "judge.max_pairs=16",
+             "judge.eval_pairs=4", "judge.lora_layers=2", "cross_encoder.epochs=1",
              "cross_encoder.eval_steps=20", "bi_encoder.init=minilm2", "bi_encoder.dims=[384,64]",
              "bi_encoder.dim=64", "bi_encoder.max_pairs_per_task=100", "bi_encoder.epochs=0.5",
              "bi_encoder.eval_steps=10", "bi_encoder.recall_k=[10]", "retrieval.k=10", "retrieval.top_n=5",

@@ -14,9 +14,9 @@ def _store(pipeline, monkeypatch):
     use_store(monkeypatch, pipeline[2])
 
 
-def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cpu_teacher(spark, pipeline):
+def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_fine_tuned_judge(spark, pipeline):
     cfg, out, _ = pipeline
-    assert cfg.llm.backend == "transformers" and cfg.llm.model == "smollm2"  # the real teacher, not fake
+    assert cfg.llm.backend == "transformers" and cfg.llm.model == "finetuned"  # a real LLM judge, not fake
     for name in workflows.SAMPLE_TABLES:
         rep = out["sample"]["tables"][name]
         assert rep["rows_in"] == rep["rows_written"] + rep["rows_quarantined"], name
@@ -40,8 +40,17 @@ def test_demo_writes_the_lakehouse_registers_the_baseline_and_labels_with_the_cp
     got = tables.read_table(spark, cfg, "llm_labels").toPandas()
     assert len(got) == n and got["p_yes"].between(0, 1).all() and got["error"].isna().all()
     assert (got["label"] == (got["p_yes"] >= cfg.llm.threshold).astype(int)).all()
-    assert labels["agreement"]["judge_human_pairs"] == n  # strategy "human": all overlap human labels
-    assert mlflow.get_run(labels["agreement"]["run_id"]).data.tags["judge_model"] == "transformers:smollm2"
+    # the judge: SmolLM2 fine-tuned on the human labels of training items, registered, compared with the general
+    # judge on held-out items; its labels name the registered version, and its agreement counts held-out items only
+    judge = out["judge"]
+    assert judge["version"] == "1" and cfg.models.serving_alias in judge["aliases"]
+    assert 0 < judge["train_pairs"] <= cfg.judge.max_pairs and 0 < judge["eval_pairs"] <= cfg.judge.eval_pairs
+    assert judge["last_loss"] < judge["first_loss"]
+    run = mlflow.get_run(judge["run_id"]).data
+    assert {"general_kappa", "finetuned_kappa", "general_auc", "finetuned_auc"} <= set(run.metrics)
+    assert labels["judge_model"] == "transformers:models:/kpspark-judge/1" and labels["prompt_version"] == "v2"
+    assert labels["agreement"]["judge_held_out_items_only"] is True
+    assert mlflow.get_run(labels["agreement"]["run_id"]).data.tags["judge_model"] == labels["judge_model"]
 
     ce = out["cross_encoder"]
     assert ce["recipe"] == "click_search" and ce["promoted"] == "champion"

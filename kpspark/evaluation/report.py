@@ -213,7 +213,10 @@ def judged_precision(spark: "SparkSession", cfg: Config, n: int) -> dict[str, An
     recs = tables.read_table(spark, cfg, "recommendations").select("item_id", "keyphrase_id", "keyphrase")
     recs = recs.orderBy(F.xxhash64("item_id", "keyphrase_id", F.lit(1))).limit(n).join(items, "item_id")
     cands = candidate_pairs(spark, cfg).orderBy(F.xxhash64("item_id", "keyphrase_id", F.lit(2))).limit(n)
-    judge = build_judge(dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, prompt_version=cfg.evaluation.judge_prompt)))
+    model = cfg.evaluation.judge_model or cfg.llm.model
+    judge = build_judge(dataclasses.replace(cfg, llm=dataclasses.replace(
+        cfg.llm, model=cfg.judge.base if model == "finetuned" else model, prompt_version=cfg.evaluation.judge_prompt,
+        prompt_path="")))
     out: dict[str, Any] = {"judge": judge.judgeModelName(), "judge_prompt": cfg.evaluation.judge_prompt}
     for name, df in (("recommendations", recs), ("candidates", cands)):
         got = judge.transform(df.select("item_id", "keyphrase_id", "keyphrase", "title", "category")).toPandas()

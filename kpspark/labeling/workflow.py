@@ -20,6 +20,7 @@ from kpspark.config import Config
 from kpspark.errors import KPSparkError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
     from kpspark.labeling.judge import LLMJudge
@@ -42,9 +43,118 @@ def build_judge(cfg: Config) -> "LLMJudge":
     if cfg.llm.prompt_path:
         load_template(cfg.llm.prompt_version, cfg.llm.prompt_path)  # a clear error for a missing/bad file
         text = Path(cfg.llm.prompt_path).read_text(encoding="utf-8")
-    return LLMJudge(backend=cfg.llm.backend, model=cfg.llm.model, promptVersion=cfg.llm.prompt_version,
+    model, options = judge_model_uri(cfg), dict(cfg.llm.options)
+    if cfg.llm.backend == "transformers":
+        from kpspark.artifacts import is_artifact_uri
+        from kpspark.labeling.backends.hf import finetuned_export
+        from kpspark.labeling.finetune import check_template
+        from kpspark.registry import tracking
+
+        if is_artifact_uri(model):  # the executors download the judge from the tracking server, as the driver does
+            options.setdefault("tracking_uri", tracking.tracking_uri(cfg))
+            options.setdefault("registry_uri", tracking.registry_uri(cfg))
+        export = finetuned_export(model, options.get("tracking_uri"), options.get("registry_uri"))
+        if export is not None:
+            check_template(export[1], load_template(cfg.llm.prompt_version, cfg.llm.prompt_path or None), model)
+    return LLMJudge(backend=cfg.llm.backend, model=model, promptVersion=cfg.llm.prompt_version,
                     promptText=text, threshold=cfg.llm.threshold, batchSize=cfg.batch.llm,
-                    backendOptions=json.dumps(dict(cfg.llm.options)), keyphraseCol="keyphrase")
+                    backendOptions=json.dumps(options), keyphraseCol="keyphrase")
+
+
+def judge_model_uri(cfg: Config) -> str:
+    """``llm.model``, with ``finetuned`` resolved to the fine-tuned judge's registered version at the serving
+    alias (``models:/<models.judge>/<version>``: labels name the version that made them, not a moving alias)."""
+    if cfg.llm.model != "finetuned":
+        return cfg.llm.model
+    from kpspark.registry import models, tracking
+
+    uri = models.model_uri(cfg.models.judge, cfg.models.serving_alias)
+    tracking.configure(cfg)
+    try:
+        return models.pin_alias(uri, tracking.registry_uri(cfg))
+    except Exception as e:  # noqa: BLE001 (MLflow raises its own types)
+        raise KPSparkError(f"llm.model=finetuned: no fine-tuned judge at {uri} ({type(e).__name__}: "
+                           f"{str(e)[:200]}); train one first: kpspark train-judge") from e
+
+
+def is_finetuned(judge_model: str) -> bool:
+    """Whether labels of ``judge_model`` (``<backend>:<model>``) come from a fine-tuned judge export (the transformers
+    backend over a model URI or an export folder) rather than a general model."""
+    from kpspark.artifacts import META_FILE, is_artifact_uri
+
+    backend, _, model = judge_model.partition(":")
+    return backend == "transformers" and (is_artifact_uri(model) or (Path(model) / META_FILE).exists())
+
+
+def judge_training_pairs(spark: "SparkSession", cfg: Config
+                         ) -> tuple["pd.DataFrame", "pd.DataFrame", "pd.DataFrame"]:
+    """(training, held-out, held-out clicked) pairs for the judge, as pandas: human-labeled pairs of training items
+    (at most ``judge.max_pairs``), human-labeled pairs of the evaluation's held-out items (at most
+    ``judge.eval_pairs``), click positives of held-out items (as many; none without a click log); each a
+    deterministic sample by pair hash."""
+    from pyspark.sql import functions as F
+
+    from kpspark.data import tables
+    from kpspark.rules import keyphrase_texts
+    from kpspark.sparkutil import validation_items
+
+    items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
+    kps = keyphrase_texts(tables.read_table(spark, cfg, "keyphrases"))
+    human = tables.read_table(spark, cfg, "human_labels").select("item_id", "keyphrase_id", "label")
+    rated = (human.where(F.col("label").isNotNull()).dropDuplicates(["item_id", "keyphrase_id"])
+             .join(items, "item_id").join(kps, "keyphrase_id"))
+    order = F.xxhash64("item_id", "keyphrase_id", F.lit(cfg.judge.seed))
+    held_out = validation_items(seed=cfg.sample.seed)
+
+    def take(df: "DataFrame", n: int) -> "pd.DataFrame":
+        return (df.orderBy(order).limit(n) if n > 0 else df).toPandas()
+
+    clicked = None
+    if tables.exists(spark, cfg, "clicks"):
+        from kpspark.rules import click_positives
+
+        clicked = (click_positives(tables.read_table(spark, cfg, "clicks"), cfg.click_positive)
+                   .select("item_id", "keyphrase_id").join(items, "item_id").join(kps, "keyphrase_id"))
+    return (take(rated.where(~held_out), cfg.judge.max_pairs), take(rated.where(held_out), cfg.judge.eval_pairs),
+            take(clicked.where(held_out), cfg.judge.eval_pairs) if clicked is not None else None)
+
+
+def run_train_judge(cfg: Config, spark: "SparkSession") -> dict[str, Any]:
+    """Fine-tune ``judge.base`` on the human labels of training items with ``llm.prompt_version``'s prompt, compare
+    it with the general judge on held-out items (κ, accuracy, AUC, yes-rate: MLflow metrics ``general_*`` and
+    ``finetuned_*``), log the export as a pyfunc and register it as ``models.judge`` (the candidate alias; the
+    first version is also the serving alias that ``llm.model: finetuned`` labels with)."""
+    import mlflow
+
+    from kpspark.labeling.finetune import train_judge
+    from kpspark.labeling.prompts import load_template
+    from kpspark.registry import models, tracking
+    from kpspark.registry.pyfunc import log_judge
+    from kpspark.sparkutil import scratch_dir
+
+    train, val, clicked = judge_training_pairs(spark, cfg)
+    logger.info("fine-tuning the judge %s on %d human-labeled pairs of training items (%d rated and %d clicked "
+                "held-out pairs to compare on)", cfg.judge.base, len(train), len(val),
+                0 if clicked is None else len(clicked))
+    template = load_template(cfg.llm.prompt_version, cfg.llm.prompt_path or None)
+    with tracking.start_run(cfg, "train-judge", spark=spark, tables=["human_labels", "items", "keyphrases"],
+                            tags={"kind": "judge", "base": cfg.judge.base,
+                                  "prompt_version": template.version}) as run:
+        out = scratch_dir("kpspark-judge-")
+        try:
+            metrics = train_judge(train, val, out, cfg.judge, template, cfg.llm.threshold, clicked)
+            mlflow.log_params({f"judge.{k}": v for k, v in cfg.to_dict()["judge"].items()}
+                              | {"llm.prompt_version": template.version})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+                                if isinstance(v, (int, float)) and not math.isnan(float(v))})
+            info = log_judge(str(out))
+        finally:
+            _rmtree(str(out))
+        version, moved = models.register_candidate(cfg, info.model_uri, cfg.models.judge,
+                                                   tags={"kind": "judge", "run_id": run.info.run_id})
+    return {**metrics, "run_id": run.info.run_id, "model": cfg.models.judge, "version": version,
+            "aliases": [cfg.models.candidate_alias, *([moved] if moved else [])],
+            "model_uri": models.model_uri(cfg.models.judge, cfg.models.serving_alias)}
 
 
 def candidate_pairs(spark: "SparkSession", cfg: Config) -> "DataFrame":
@@ -182,9 +292,10 @@ def _label_chunks(spark: "SparkSession", cfg: Config, judge: "LLMJudge", work: t
 
 
 def judge_agreement(spark: "SparkSession", cfg: Config, judge_model: str, prompt_version: str,
-                    log: bool = True) -> dict[str, Any]:
+                    log: bool = True, held_out: bool = False) -> dict[str, Any]:
     """Cohen's kappa and accuracy against human labels, and concordance with click positives (the
     share of clicked pairs the judge calls relevant; the paper reports 90% for its general judge).
+    ``held_out``: on the evaluation's held-out items only (a judge fine-tuned on the other items' human labels).
     Logged as an MLflow run when ``log``."""
     from pyspark.sql import functions as F
 
@@ -198,6 +309,10 @@ def judge_agreement(spark: "SparkSession", cfg: Config, judge_model: str, prompt
               .select("item_id", "keyphrase_id", F.col("label").alias("llm"), "p_yes"))
     human = tables.read_table(spark, cfg, "human_labels").select("item_id", "keyphrase_id", F.col("label").alias("human"))
     clicks = click_positives(tables.read_table(spark, cfg, "clicks"), cfg.click_positive)
+    if held_out:
+        from kpspark.sparkutil import validation_items
+
+        labels = labels.where(validation_items(seed=cfg.sample.seed))
     hp = labels.join(human, ["item_id", "keyphrase_id"]).toPandas()
     cp = labels.join(clicks, ["item_id", "keyphrase_id"]).toPandas()
     out: dict[str, Any] = {
@@ -206,6 +321,7 @@ def judge_agreement(spark: "SparkSession", cfg: Config, judge_model: str, prompt
         "judge_accuracy_human": metrics.accuracy(hp["human"], hp["llm"]) if len(hp) else float("nan"),
         "judge_auc_human": metrics.roc_auc(hp["human"], hp["p_yes"]) if len(hp) else float("nan"),
         "judge_click_concordance": float(cp["llm"].mean()) if len(cp) else float("nan"),
+        "judge_held_out_items_only": held_out,
     }
     if log:
         import mlflow

@@ -156,3 +156,58 @@ def log_bi_encoder(export_dir: str, artifact_path: str = "model", precision: str
                             artifacts={"export": export_dir}, signature=signature, input_example=example,
                             model_config={"precision": precision},
                             pip_requirements=["onnxruntime", "tokenizers", "pandas<3", "numpy"])
+
+
+def judge_pyfunc_class() -> type:
+    """The pyfunc class of a fine-tuned judge export (:mod:`kpspark.labeling.finetune`)."""
+    base = _python_model_base()
+
+    class JudgePyfunc(base):  # type: ignore[misc, valid-type]
+        """Input columns ``keyphrase, category, title``; output: P(yes) of the fine-tuned judge, with the prompt
+        it was trained on (NaN for a blank keyphrase or title)."""
+
+        def load_context(self, context: Any) -> None:
+            from kpspark.artifacts import find_export_dir
+            from kpspark.labeling.backends.hf import TransformersBackend, finetuned_export
+            from kpspark.labeling.prompts import PromptTemplate
+
+            d = str(find_export_dir(context.artifacts["export"]))
+            meta = finetuned_export(d)[1]  # type: ignore[index]
+            self.template = PromptTemplate(meta["prompt_version"], meta["prompt_system"], meta["prompt_user"])
+            self.backend = TransformersBackend(model=d)
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.Series:
+            import numpy as np
+
+            from kpspark.labeling.backends import PairPrompt
+            from kpspark.labeling.prompts import render
+
+            missing = {"keyphrase", "title"} - set(model_input.columns)
+            if missing:
+                raise ValueError(f"judge input lacks column(s) {sorted(missing)}")
+            cat = model_input["category"] if "category" in model_input else pd.Series([None] * len(model_input))
+            out = np.full(len(model_input), np.nan)
+            todo = [(i, PairPrompt(k, c, t, render(self.template, k, c, t)))
+                    for i, (k, c, t) in enumerate(zip(model_input["keyphrase"], cat, model_input["title"]))
+                    if str(k or "").strip() and str(t or "").strip()]
+            for s in range(0, len(todo), 16):
+                chunk = todo[s:s + 16]
+                for (i, _), r in zip(chunk, self.backend.judge([p for _, p in chunk])):
+                    out[i] = np.nan if r.p_yes is None else r.p_yes
+            return pd.Series(out, name="p_yes")
+
+    return JudgePyfunc
+
+
+def log_judge(export_dir: str, artifact_path: str = "model") -> Any:
+    """Log a fine-tuned judge export as a pyfunc (the adapter and its metadata as artifacts; the base model comes
+    from the ``llm`` extra where it loads)."""
+    pyfunc = require("mlflow.pyfunc", "mlflow")
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"keyphrase": ["cordless drill"], "category": ["Power Tools"],
+                            "title": ["DeWalt 20V MAX Cordless Drill Driver Kit"]})
+    signature = infer_signature(example, pd.Series([0.5], name="p_yes"))
+    return pyfunc.log_model(name=artifact_path, python_model=judge_pyfunc_class()(),  # type: ignore[attr-defined]
+                            artifacts={"export": export_dir}, signature=signature,
+                            pip_requirements=["torch", "transformers", "peft", "gguf", "pandas<3", "numpy"])

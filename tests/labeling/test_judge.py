@@ -105,7 +105,7 @@ def test_labeling_job_is_resumable_and_retries_errors(spark, lake60):
     assert third["pending"] == n_err
     assert tables.read_table(spark, cfg, "llm_labels").where("error IS NULL").count() == n_pairs
 
-    report = workflow.judge_agreement(spark, cfg, "fake:fake-judge", "v1")
+    report = workflow.judge_agreement(spark, cfg, "fake:fake-judge", c.llm.prompt_version)
     assert report["judge_human_pairs"] > 0 and 0 <= report["judge_accuracy_human"] <= 1
     assert report["judge_click_concordance"] > 0.5 and report["run_id"]
 
@@ -223,3 +223,41 @@ def test_the_gguf_teacher_is_dequantized_once_per_machine_and_answers_as_the_ggu
     want = [r.p_yes for r in direct.judge(prompts)]
     for got in (first.judge(prompts), second.judge(prompts)):
         assert [r.p_yes for r in got] == pytest.approx(want, abs=1e-6)
+
+
+
+def test_the_judge_trains_on_training_items_and_finetuned_needs_a_registered_judge(spark, lake60):
+    """The judge's training pairs are human-labeled pairs of training items only; its comparison pairs (rated and
+    clicked) are of the evaluation's held-out items; llm.model=finetuned without a registered judge is a clear
+    error naming the job that makes one."""
+    from kpspark.errors import KPSparkError
+    from kpspark.sparkutil import validation_items
+
+    cfg = dataclasses.replace(lake60, llm=dataclasses.replace(lake60.llm, model="finetuned", prompt_version="v2"),
+                              judge=dataclasses.replace(lake60.judge, max_pairs=0, eval_pairs=0))
+    with pytest.raises(KPSparkError, match="no fine-tuned judge.*kpspark train-judge"):
+        workflow.build_judge(cfg)
+    train, val, clicked = workflow.judge_training_pairs(spark, cfg)
+    held_out = {r.item_id for r in tables.read_table(spark, cfg, "items").where(validation_items(
+        seed=cfg.sample.seed)).select("item_id").collect()}
+    rated = tables.read_table(spark, cfg, "human_labels").count()
+    assert len(train) + len(val) == rated and len(train) > 20 and len(val) > 0  # max_pairs 0: all of them
+    assert not set(train["item_id"]) & held_out and set(val["item_id"]) <= held_out  # never an evaluation item
+    assert len(clicked) and set(clicked["item_id"]) <= held_out
+    assert set(train["label"]) == {0, 1} and {"keyphrase", "title", "category"} <= set(train.columns)
+
+
+def test_the_demo_judge_is_pinned_and_refuses_another_prompt(pipeline, monkeypatch):
+    """The pipeline's fine-tuned judge: labeling names its version (not the moving alias), a prompt other than the
+    one it learned is refused on the driver, and the report's independent judgment uses the general base model."""
+    from tests.conftest import use_store
+
+    cfg, _, tmp = pipeline
+    use_store(monkeypatch, tmp)
+    judge = workflow.build_judge(cfg)
+    assert judge.getOrDefault(judge.model) == "models:/kpspark-judge/1"
+    opts = __import__("json").loads(judge.getOrDefault(judge.backendOptions))
+    assert opts["tracking_uri"] == cfg.mlflow.tracking_uri  # how executors download it
+    assert workflow.is_finetuned(judge.judgeModelName()) and not workflow.is_finetuned("transformers:smollm2")
+    with pytest.raises(ValueError, match="fine-tuned on prompt 'v2'"):
+        workflow.build_judge(dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, prompt_version="v1")))

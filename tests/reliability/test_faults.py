@@ -32,7 +32,8 @@ def test_killed_labeling_job_reruns_only_the_rest(spark, cfg, tmp_path, figures)
     tables.write_table(spark, cfg, "pairs", pairs, mode="overwrite")
     total = tables.read_table(spark, cfg, "pairs").count()
     assert total == 16
-    sets = ["llm.backend=transformers", "llm.sample_size=0", "llm.chunk_pairs=4", "llm.strategy=uniform",
+    sets = ["llm.backend=transformers", "llm.model=smollm2", "llm.prompt_version=v1", "llm.sample_size=0",
+            "llm.chunk_pairs=4", "llm.strategy=uniform",
             "sample.size=tiny"]
     labels_dir = tables.table_ref(cfg, "llm_labels").location
 
