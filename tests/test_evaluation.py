@@ -122,6 +122,13 @@ def test_report_reproduces_table1_for_every_recipe_and_renders(spark, evaluated)
     # the LLM judged a sample of the recommendations and as many random candidates, with a different prompt
     assert r["judge_prompt"] == "v0" and r["llm_judged_recommendations"] + r["llm_errors_recommendations"] == 6
     assert 0.0 <= r["llm_precision_recommendations"] <= 1.0
+    assert r["judge"] == "transformers:smollm2"  # the general model, not the fine-tuned judge that made the labels
+    # the paper's judge comparison: the general and the fine-tuned judge on held-out items, from the judge's run
+    judges = {j["judge"].split(" ")[0]: j for j in ev["judges"]}
+    assert set(judges) == {"general", "finetuned"} and "LLM judge: general vs fine-tuned" in page
+    assert judges["finetuned"]["kappa"] == pytest.approx(mlflow.get_run(
+        mlflow.MlflowClient().get_model_version("kpspark-judge", "1").tags["run_id"]).data.metrics["finetuned_kappa"])
+    assert all(0 <= j["click_concordance"] <= 1 and j["held_out_pairs"] > 0 for j in judges.values())
     # everything is in MLflow
     run = mlflow.get_run(ev["run_id"])
     assert run.data.metrics["click_search.threshold"] == pytest.approx(ev["rows"]["click_search"]["threshold"])
