@@ -126,8 +126,9 @@ def test_report_reproduces_table1_for_every_recipe_and_renders(spark, evaluated)
     # the paper's judge comparison: the general and the fine-tuned judge on held-out items, from the judge's run
     judges = {j["judge"].split(" ")[0]: j for j in ev["judges"]}
     assert set(judges) == {"general", "finetuned"} and "LLM judge: general vs fine-tuned" in page
-    assert judges["finetuned"]["kappa"] == pytest.approx(mlflow.get_run(
-        mlflow.MlflowClient().get_model_version("kpspark-judge", "1").tags["run_id"]).data.metrics["finetuned_kappa"])
+    mc = models.client(cfg)
+    judge_run = mc.get_run(mc.get_model_version(cfg.models.judge, "1").tags["run_id"])
+    assert judges["finetuned"]["kappa"] == pytest.approx(judge_run.data.metrics["finetuned_kappa"])
     assert all(0 <= j["click_concordance"] <= 1 and j["held_out_pairs"] > 0 for j in judges.values())
     # everything is in MLflow
     run = mlflow.get_run(ev["run_id"])
