@@ -57,7 +57,8 @@ def main() -> int:
                   "lora_r": cfg.judge.lora_r, "lora_layers": args.lora_layers, "batch_size": cfg.judge.batch_size,
                   **{k: out[k] for k in keep}},
         "evaluated_on": "pairs of the held-out items (the evaluation's 20% item fold); label = P(yes) >= 0.5",
-        "rows": {v: {k: round(out[f"{v}_{k}"], 4) for k in ("kappa", "accuracy", "auc", "yes_rate")}
+        "rows": {v: {k: round(out[f"{v}_{k}"], 4) for k in ("kappa", "accuracy", "auc", "auc_within_keyphrase",
+                                                        "auc_within_item", "yes_rate")}
                  for v in ("general", "finetuned")},
         "paper_kappa": {"general": 0.258, "finetuned": 0.724, "model": "Mixtral 8x7B"}, "target_kappa": 0.30,
         "seconds": round(time.time() - t0, 1), "machine": machine_info()})

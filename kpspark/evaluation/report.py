@@ -239,7 +239,7 @@ def judge_comparison(cfg: Config) -> list[dict[str, Any]]:
     mc = models.client(cfg)
     run_id = mc.get_model_version(cfg.models.judge, version).tags.get("run_id")
     metrics = mc.get_run(run_id).data.metrics if run_id else {}
-    keys = ("kappa", "accuracy", "auc", "yes_rate", "click_concordance")
+    keys = ("kappa", "accuracy", "auc", "auc_within_keyphrase", "auc_within_item", "yes_rate", "click_concordance")
     return [{"judge": f"{name} ({cfg.judge.base})" if name == "general" else f"{name} ({cfg.models.judge} v{version})",
              **{k: metrics.get(f"{name}_{k}", float("nan")) for k in keys},
              "held_out_pairs": metrics.get("eval_pairs", float("nan"))} for name in ("general", "finetuned")]

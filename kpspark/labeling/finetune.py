@@ -70,18 +70,20 @@ def p_yes(model: Any, tokenizer: Any, texts: list[str], yes: list[int], no: list
     return out
 
 
-def judge_metrics(labels: Any, scores: list[float], threshold: float = 0.5) -> dict[str, float]:
-    """κ and accuracy of ``p_yes >= threshold`` against human labels, the pooled AUC of P(yes), and the share of
-    pairs called relevant (a judge that says "no" to everything has κ 0 and a low share)."""
+def judge_metrics(pairs: "pd.DataFrame", scores: list[float], threshold: float = 0.5) -> dict[str, float]:
+    """Against the human ``label`` of ``pairs``: κ and accuracy of ``p_yes >= threshold``, the AUC of P(yes) pooled
+    and within a keyphrase / an item (groups with both classes; :func:`~kpspark.evaluation.metrics.frame_aucs`), and
+    the share of pairs called relevant (a judge that says "no" to everything has κ 0 and a low share)."""
     import numpy as np
 
     from kpspark.evaluation import metrics
 
-    y = np.asarray(labels, dtype=int)
+    y = pairs["label"].to_numpy(dtype=int)
     s = np.asarray(scores, dtype=float)
     pred = (s >= threshold).astype(int)
     return {"kappa": metrics.cohen_kappa(y, pred), "accuracy": metrics.accuracy(y, pred),
-            "auc": metrics.roc_auc(y, s), "yes_rate": float(pred.mean()) if len(pred) else math.nan}
+            **metrics.frame_aucs(pairs.assign(label=y), "label", s, "auc"),
+            "yes_rate": float(pred.mean()) if len(pred) else math.nan}
 
 
 def train_judge(train: "pd.DataFrame", val: "pd.DataFrame", out: str | Path, cfg: "JudgeConfig",
@@ -122,7 +124,7 @@ def train_judge(train: "pd.DataFrame", val: "pd.DataFrame", out: str | Path, cfg
     def compare(name: str) -> None:  # the judge as it is now, on the held-out pairs
         if len(val):
             scores = p_yes(model, tokenizer, vtexts, yes, no, cfg.batch_size)
-            out_m.update({f"{name}_{k}": v for k, v in judge_metrics(val["label"], scores, threshold).items()})
+            out_m.update({f"{name}_{k}": v for k, v in judge_metrics(val, scores, threshold).items()})
         if ctexts:
             scores = p_yes(model, tokenizer, ctexts, yes, no, cfg.batch_size)
             out_m[f"{name}_click_concordance"] = sum(p >= threshold for p in scores) / len(scores)

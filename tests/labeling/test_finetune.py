@@ -70,6 +70,7 @@ def test_the_fine_tuned_judge_learns_what_the_general_judge_does_not(judge_expor
     assert m["train_pairs"] == 66 and m["eval_pairs"] == len(val) == 30
     assert m["last_loss"] < m["first_loss"]
     assert m["finetuned_auc"] >= 0.85, m
+    assert m["finetuned_auc_within_item"] >= 0.85 and m["finetuned_auc_within_item_groups"] == 5, m  # 5 products
     assert m["finetuned_kappa"] >= m["general_kappa"] + 0.3, m
     assert 0.15 <= m["finetuned_yes_rate"] <= 0.6, m  # not one answer for everything (a third are relevant)
 
@@ -89,7 +90,7 @@ def test_the_export_loads_in_the_transformers_backend_with_the_scores_it_was_eva
     t = load_template("v2")
     res = be.judge([PairPrompt(k, c, ti, render(t, k, c, ti))
                     for k, c, ti in zip(val["keyphrase"], val["category"], val["title"])])
-    again = judge_metrics(val["label"], [r.p_yes for r in res])
+    again = judge_metrics(val, [r.p_yes for r in res])
     for k in ("auc", "kappa", "yes_rate"):
         assert again[k] == pytest.approx(m[f"finetuned_{k}"], abs=0.02), k  # merged weights, fp32, other batches
 
