@@ -180,6 +180,7 @@ def judge_pyfunc_class() -> type:
             import numpy as np
 
             from kpspark.labeling.backends import PairPrompt
+            from kpspark.labeling.backends.base import DEFAULT_BATCH
             from kpspark.labeling.prompts import render
 
             missing = {"keyphrase", "title"} - set(model_input.columns)
@@ -190,8 +191,9 @@ def judge_pyfunc_class() -> type:
             todo = [(i, PairPrompt(k, c, t, render(self.template, k, c, t)))
                     for i, (k, c, t) in enumerate(zip(model_input["keyphrase"], cat, model_input["title"]))
                     if str(k or "").strip() and str(t or "").strip()]
-            for s in range(0, len(todo), 16):
-                chunk = todo[s:s + 16]
+            step = DEFAULT_BATCH["transformers"]
+            for s in range(0, len(todo), step):
+                chunk = todo[s:s + step]
                 for (i, _), r in zip(chunk, self.backend.judge([p for _, p in chunk])):
                     out[i] = np.nan if r.p_yes is None else r.p_yes
             return pd.Series(out, name="p_yes")

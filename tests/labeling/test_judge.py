@@ -261,3 +261,15 @@ def test_the_demo_judge_is_pinned_and_refuses_another_prompt(pipeline, monkeypat
     assert workflow.is_finetuned(judge.judgeModelName()) and not workflow.is_finetuned("transformers:smollm2")
     with pytest.raises(ValueError, match="fine-tuned on prompt 'v2'"):
         workflow.build_judge(dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, prompt_version="v1")))
+
+    # the registered pyfunc answers as the judge does: P(yes) with the prompt it learned, NaN for a blank row
+    import mlflow
+    import pandas as pd
+
+    from kpspark.registry import tracking
+
+    tracking.configure(cfg)
+    rows = pd.DataFrame({"keyphrase": ["cordless drill", "", "garden hose"], "category": ["Tools", "Tools", None],
+                         "title": ["DeWalt 20V MAX Cordless Drill", "DeWalt drill", "DeWalt 20V MAX Cordless Drill"]})
+    got = mlflow.pyfunc.load_model("models:/kpspark-judge/1").predict(rows)
+    assert got.isna().tolist() == [False, True, False] and got.dropna().between(0, 1).all()
