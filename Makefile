@@ -101,6 +101,8 @@ bench: setup
 	$(PY) bench/machine.py
 	$(PY) bench/bench_llm_judge.py
 	$(PY) bench/bench_cross_encoder.py
+	$(MAKE) .lanes/spark-3.5/.installed
+	.lanes/spark-3.5/bin/python bench/bench_cross_encoder_peers.py
 	$(PY) bench/bench_bi_encoder.py --limit 20000
 	$(PY) bench/bench_retrieval.py
 	$(PY) bench/bench_recommend.py

@@ -1,0 +1,191 @@
+"""Benchmark: our cross-encoder scorer against Spark-native peers on Spark 3.5, Delta -> Delta, pairs/s per core.
+
+Same run, same trained weights, same pairs (the sample marketplace's candidate pairs, ``--limit`` of them):
+
+* ``ours_int8``: :class:`~kpspark.crossencoder.scorer.OnnxCrossEncoderModel` (pandas UDF, length-sorted micro-batches
+  of 16, one single-threaded ONNX Runtime session per Python worker);
+* ``spark_nlp_int8``: :class:`~kpspark.crossencoder.sparknlp.SparkNlpCrossEncoderModel` — the same int8 ONNX file in
+  Spark NLP 5.5.3's ``BertForSequenceClassification`` (ONNX Runtime in the JVM; its batch size 16, as ours);
+* ``mlflow_transformers_udf``: ``mlflow.pyfunc.spark_udf`` on an ``mlflow.transformers`` text-classification pipeline
+  of the same torch weights (fp32; the pair as one text ``keyphrase [SEP] category [SEP] title``);
+* ``ceiling``: tokenizer + ONNX Runtime int8 on the same pairs in one single-threaded process, no Spark, no I/O — what
+  one core can do; ``ours / ceiling`` per core says what Spark costs.
+
+Each configuration runs in its own process (its own ``local[N]`` Spark) after a warm-up on a slice; the timed job
+reads the pairs from Delta, joins the texts, scores and writes Delta. SynapseML's ``ONNXModel`` is not in the run: its
+Scala 2.12 artifacts (1.1.0) bundle ONNX Runtime 1.8.1, which reads ONNX opsets up to 14, and our exports are opset 17.
+Needs the Spark 3.5 lane (``make test-lanes`` builds ``.lanes/spark-3.5``; Spark NLP's jars: ``python -m kpspark.jars
+fetch --with-nlp``). Writes ``bench/results/cross_encoder_peers.json``.
+
+    .lanes/spark-3.5/bin/python bench/bench_cross_encoder_peers.py [--limit 40000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from _common import HERE, REPO, bench_cfg, machine_info, run_isolated, write_result  # noqa: E402
+
+MODES = ("ours_int8", "spark_nlp_int8", "mlflow_transformers_udf")
+
+
+def prepare(work: Path, size: str) -> dict:
+    """The sample lakehouse, a trained + registered cross-encoder, and its torch weights logged as an
+    ``mlflow.transformers`` pipeline (once per work folder)."""
+    import mlflow
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kpspark.crossencoder.workflow import run_train_cross_encoder
+    from kpspark.session import get_spark
+    from kpspark.workflows import run_generate_sample
+
+    marker = work / "prepared.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    cfg = bench_cfg(work, os.cpu_count() or 2, [f"sample.size={size}", "cross_encoder.recipe=search",
+                                                 "cross_encoder.max_train_pairs=20000", "cross_encoder.epochs=4",
+                                                 "cross_encoder.batch_size=64", "cross_encoder.eval_steps=50"])
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    trained = work / "trained.json"  # a rerun after a failure below keeps the lakehouse and the model
+    if trained.exists():
+        res = json.loads(trained.read_text())
+    else:
+        spark = get_spark(cfg)
+        run_generate_sample(cfg, spark)
+        res = run_train_cross_encoder(cfg, spark, output_dir=str(work / "ce"))
+        spark.stop()
+        trained.write_text(json.dumps(res, default=str))
+    weights = work / "ce" / "model"
+    with mlflow.start_run(run_name="transformers-pipeline-peer") as run:
+        mlflow.transformers.log_model(
+            transformers_model={"model": AutoModelForSequenceClassification.from_pretrained(weights),
+                                "tokenizer": AutoTokenizer.from_pretrained(weights)},
+            name="pipeline", task="text-classification", pip_requirements=["transformers", "torch"])
+    info = {"model_uri": f"models:/{res['model']}/{res['version']}", "export": str(work / "ce" / "export"),
+            "transformers_uri": f"runs:/{run.info.run_id}/pipeline",
+            "train": {k: res[k] for k in ("ce_val_auc_truth", "ce_parity_int8_pearson") if k in res}}
+    marker.write_text(json.dumps(info))
+    return info
+
+
+def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
+    """One configuration in this process: warm-up, then the timed Delta -> Delta scoring job."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+    from kpspark.crossencoder.sparknlp import SparkNlpCrossEncoderModel, pair_text
+    from kpspark.data import tables
+    from kpspark.session import get_spark
+    from kpspark.sparkutil import ensure_parallelism
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    cfg = bench_cfg(work, cores, ["spark.with_nlp=true"] if mode == "spark_nlp_int8" else [])
+    spark = get_spark(cfg)
+    items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
+    kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
+    pairs = tables.read_table(spark, cfg, "pairs").select("item_id", "keyphrase_id").orderBy("item_id",
+                                                                                             "keyphrase_id").limit(limit)
+    pairs = spark.createDataFrame(pairs.toPandas())  # the same rows for every mode, read once
+    if mode == "mlflow_transformers_udf":
+        udf = mlflow.pyfunc.spark_udf(spark, info["transformers_uri"], env_manager="local",
+                                      result_type="struct<label:string,score:double>")
+
+    def job(src, out):
+        # the same partitioning for every mode: one task per core
+        df = ensure_parallelism(src.join(items, "item_id").join(kps, "keyphrase_id"))
+        if mode == "ours_int8":
+            scored = OnnxCrossEncoderModel(modelUri=info["model_uri"], precision="int8", batchSize=16).transform(df)
+        elif mode == "spark_nlp_int8":
+            scored = SparkNlpCrossEncoderModel(modelUri=info["model_uri"], precision="int8",
+                                               batchSize=16).transform(df)
+        else:
+            text = pair_text(F.col("keyphrase"), F.col("category"), F.col("title"))
+            scored = df.withColumn("score", udf(text).getField("score"))
+        scored.select("item_id", "keyphrase_id", "score").write.format("delta").mode("overwrite").save(str(out))
+
+    job(pairs.limit(1000), work / f"warm_{mode}_{cores}")  # loads the model in every worker
+    n = pairs.count()
+    t0 = time.perf_counter()
+    job(pairs, work / f"out_{mode}_{cores}")
+    wall = time.perf_counter() - t0
+    out = spark.read.format("delta").load(str(work / f"out_{mode}_{cores}"))
+    written, nulls = out.count(), out.where(F.col("score").isNull()).count()
+    spark.stop()
+    return {"mode": mode, "cores": cores, "pairs": n, "written": written, "null_scores": nulls,
+            "seconds": round(wall, 2), "pairs_per_s": round(n / wall, 1), "pairs_per_s_per_core": round(n / wall / cores, 1)}
+
+
+def ceiling(work: Path, info: dict, limit: int) -> dict:
+    """Tokenizer + ONNX Runtime int8 on the same pairs, one thread, no Spark: pairs/s of one core."""
+    import pyarrow.dataset as ds
+
+    from kpspark.crossencoder.scorer import load_scorer
+    from kpspark.crossencoder.text import pair_texts
+
+    items = ds.dataset(str(work / "lakehouse" / "items")).to_table().to_pandas()
+    kps = ds.dataset(str(work / "lakehouse" / "keyphrases")).to_table().to_pandas()
+    pairs = ds.dataset(str(work / "lakehouse" / "pairs")).to_table().to_pandas() \
+        .sort_values(["item_id", "keyphrase_id"]).head(limit)
+    df = pairs.merge(items, on="item_id").merge(kps[["keyphrase_id", "text"]], on="keyphrase_id")
+    a, b = pair_texts(df["text"], df["category"], df["title"])
+    sc = load_scorer(info["model_uri"], "int8", f"sqlite:///{work / 'mlflow.db'}", threads=1, batch_size=16)
+    sc.scores(a[:1000], b[:1000])
+    t0 = time.perf_counter()
+    sc.scores(a, b)
+    wall = time.perf_counter() - t0
+    return {"mode": "ceiling", "cores": 1, "pairs": len(a), "seconds": round(wall, 2),
+            "pairs_per_s_per_core": round(len(a) / wall, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=str(REPO / ".cache" / "bench-ce-peers"))
+    ap.add_argument("--size", default="medium", help="sample size (medium: 240k pairs)")
+    ap.add_argument("--limit", type=int, default=40_000)
+    ap.add_argument("--prepare-only", action="store_true", help="only build the lakehouse and the models")
+    ap.add_argument("--one", nargs=2, metavar=("CORES", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(HERE / "results" / "cross_encoder_peers.json"))
+    args = ap.parse_args()
+    import pyspark
+
+    if not pyspark.__version__.startswith("3.5"):
+        raise SystemExit(f"Spark NLP needs the Spark 3.5 lane (pyspark {pyspark.__version__} here): "
+                         ".lanes/spark-3.5/bin/python bench/bench_cross_encoder_peers.py")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.one:
+        info = json.loads((work / "prepared.json").read_text())
+        print("RESULT " + json.dumps(run_one(work, int(args.one[0]), args.one[1], info, args.limit)))
+        return 0
+    info = prepare(work, args.size)
+    if args.prepare_only:
+        print(json.dumps(info))
+        return 0
+    cores = os.cpu_count() or 2
+    runs = run_isolated(__file__, work, args.limit, [(cores, m) for m in MODES])
+    runs.append(ceiling(work, info, args.limit))
+    by = {r["mode"]: r for r in runs}
+    ours = by["ours_int8"]["pairs_per_s"]
+    result = {
+        "benchmark": "cross_encoder_peers", "spark": pyspark.__version__,
+        "machine": {"cores": cores, "platform": platform.platform(), **machine_info()},
+        "pipeline": "Delta pairs -> join items/keyphrases -> score -> Delta", "model": info, "runs": runs,
+        "pairs_per_s_per_core": {m: r["pairs_per_s_per_core"] for m, r in by.items()},
+        "ratio_ours_to": {m: round(ours / by[m]["pairs_per_s"], 2) for m in MODES if m != "ours_int8"},
+        "ours_to_ceiling_per_core": round(by["ours_int8"]["pairs_per_s_per_core"] / by["ceiling"]["pairs_per_s_per_core"], 3),
+        "batch_sizes": {"ours_int8": 16, "spark_nlp_int8": 16, "mlflow_transformers_udf": "mlflow's default"},
+        "not_run": {"synapseml_onnx": "SynapseML 1.1.0 (Scala 2.12) bundles ONNX Runtime 1.8.1: opsets <= 14; our "
+                                      "exports are opset 17"},
+        "targets": {"ratio_to_each_peer": 2.0, "ours_to_ceiling": 0.8},
+    }
+    write_result(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
