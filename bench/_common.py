@@ -3,11 +3,12 @@ the machine record and the result writer. Scripts run as ``python bench/<name>.p
 is importable as ``_common``."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -46,6 +47,33 @@ def run_isolated(script: str, work: Path, limit: int, plan: Iterable[tuple[int, 
         runs.append(json.loads(line[0][len("RESULT "):]))
         print(runs[-1], flush=True)
     return runs
+
+
+def isolated_bench(description: str, work: str, limit: int, out: str, prepare: Callable[[Path, str], dict],
+                   run_one: Callable[[Path, int, str, dict, int], dict], size_help: str = "sample size (medium: "
+                   "240k pairs)", limit_help: str = "rows per run") -> tuple[argparse.Namespace, Path, dict] | None:
+    """The command line every one-process-per-configuration benchmark shares (``--work --size --limit --out``,
+    ``--prepare-only``, and the hidden ``--one CORES MODE`` that :func:`run_isolated` calls): runs ``--one`` or
+    ``--prepare-only`` itself and returns None; else returns (args, work folder, ``prepare``'s info)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--work", default=work)
+    ap.add_argument("--size", default="medium", help=size_help)
+    ap.add_argument("--limit", type=int, default=limit, help=limit_help)
+    ap.add_argument("--prepare-only", action="store_true", help="only build the lakehouse and the model(s)")
+    ap.add_argument("--one", nargs=2, metavar=("CORES", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=out)
+    args = ap.parse_args()
+    path = Path(args.work)
+    path.mkdir(parents=True, exist_ok=True)
+    if args.one:
+        info = json.loads((path / "prepared.json").read_text())
+        print("RESULT " + json.dumps(run_one(path, int(args.one[0]), args.one[1], info, args.limit)))
+        return None
+    info = prepare(path, args.size)
+    if args.prepare_only:
+        print(json.dumps(info, indent=2))
+        return None
+    return args, path, info
 
 
 def homedepot_absent() -> bool:

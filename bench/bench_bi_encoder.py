@@ -15,14 +15,13 @@ Run: ``.venv/bin/python bench/bench_bi_encoder.py``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import time
 from pathlib import Path
 
-from _common import HERE, REPO, bench_cfg, machine_info, run_isolated, write_result  # noqa: E402
+from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, write_result  # noqa: E402
 
 
 def prepare(work: Path, size: str) -> dict:
@@ -117,24 +116,13 @@ def mean_tokens(work: Path, info: dict, n: int = 2000) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(REPO / ".cache" / "bench-be"))
-    ap.add_argument("--size", default="medium", help="sample size to generate (items are the texts)")
-    ap.add_argument("--limit", type=int, default=12_000, help="item texts embedded per run")
-    ap.add_argument("--prepare-only", action="store_true")
-    ap.add_argument("--one", nargs=2, metavar=("CORES", "MODE"), help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=str(HERE / "results" / "bi_encoder.json"))
-    args = ap.parse_args()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    if args.one:
-        info = json.loads((work / "prepared.json").read_text())
-        print("RESULT " + json.dumps(run_one(work, int(args.one[0]), args.one[1], info, args.limit)))
+    parsed = isolated_bench(__doc__.splitlines()[0], str(REPO / ".cache" / "bench-be"), 12_000,
+                            str(HERE / "results" / "bi_encoder.json"), prepare, run_one,
+                            size_help="sample size to generate (items are the texts)",
+                            limit_help="item texts embedded per run")
+    if parsed is None:
         return 0
-    info = prepare(work, args.size)
-    if args.prepare_only:
-        print(json.dumps(info, indent=2))
-        return 0
+    args, work, info = parsed
     cores = os.cpu_count() or 2
     runs = run_isolated(__file__, work, args.limit, [(cores, "ours_int8"), (cores, "ours_fp32"),
                                                            (cores, "mlflow_st_spark_udf"), (1, "ours_int8")])

@@ -15,14 +15,13 @@ slice, timing read pairs + join texts + score + write Delta. Writes
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import time
 from pathlib import Path
 
-from _common import HERE, REPO, bench_cfg, machine_info, run_isolated, write_result  # noqa: E402
+from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, write_result  # noqa: E402
 
 
 def prepare(work: Path, size: str) -> dict:
@@ -129,26 +128,18 @@ def mean_tokens(work: Path, model_uri: str, n: int = 5000) -> float:
     return float(sum(len(e.ids) for e in sc.tokenizer.encode_batch(list(zip(a, b)))) / len(a))
 
 
+def _run_mode(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
+    uri = info["static"]["uri"] if mode == "ours_int8_static" else info["model_uri"]
+    return run_one(work, cores, mode, uri, limit)
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(REPO / ".cache" / "bench-ce"))
-    ap.add_argument("--size", default="medium", help="sample size (medium: 240k pairs)")
-    ap.add_argument("--limit", type=int, default=240_000)
-    ap.add_argument("--prepare-only", action="store_true", help="only build the lakehouse and the model")
-    ap.add_argument("--one", nargs=2, metavar=("CORES", "MODE"), help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=str(HERE / "results" / "cross_encoder.json"))
-    args = ap.parse_args()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    if args.one:
-        info = json.loads((work / "prepared.json").read_text())
-        uri = info["static"]["uri"] if args.one[1] == "ours_int8_static" else info["model_uri"]
-        print("RESULT " + json.dumps(run_one(work, int(args.one[0]), args.one[1], uri, args.limit)))
+    parsed = isolated_bench(__doc__.splitlines()[0], str(REPO / ".cache" / "bench-ce"), 240_000,
+                            str(HERE / "results" / "cross_encoder.json"), prepare, _run_mode,
+                            limit_help="pairs scored per run")
+    if parsed is None:
         return 0
-    info = prepare(work, args.size)
-    if args.prepare_only:
-        print(json.dumps(info))
-        return 0
+    args, work, info = parsed
     cores = os.cpu_count() or 2
     runs = run_isolated(__file__, work, args.limit, [(cores, "ours_int8"), (cores, "ours_fp32"), (cores, "mlflow_spark_udf"),
                                                            (1, "ours_int8"), (cores, "ours_int8_static")])

@@ -21,14 +21,13 @@ fetch --with-nlp``). Writes ``bench/results/cross_encoder_peers.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import time
 from pathlib import Path
 
-from _common import HERE, REPO, bench_cfg, machine_info, run_isolated, write_result  # noqa: E402
+from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, write_result  # noqa: E402
 
 MODES = ("ours_int8", "spark_nlp_int8", "mlflow_transformers_udf")
 
@@ -143,29 +142,17 @@ def ceiling(work: Path, info: dict, limit: int) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(REPO / ".cache" / "bench-ce-peers"))
-    ap.add_argument("--size", default="medium", help="sample size (medium: 240k pairs)")
-    ap.add_argument("--limit", type=int, default=40_000)
-    ap.add_argument("--prepare-only", action="store_true", help="only build the lakehouse and the models")
-    ap.add_argument("--one", nargs=2, metavar=("CORES", "MODE"), help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=str(HERE / "results" / "cross_encoder_peers.json"))
-    args = ap.parse_args()
     import pyspark
 
     if not pyspark.__version__.startswith("3.5"):
         raise SystemExit(f"Spark NLP needs the Spark 3.5 lane (pyspark {pyspark.__version__} here): "
                          ".lanes/spark-3.5/bin/python bench/bench_cross_encoder_peers.py")
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    if args.one:
-        info = json.loads((work / "prepared.json").read_text())
-        print("RESULT " + json.dumps(run_one(work, int(args.one[0]), args.one[1], info, args.limit)))
+    parsed = isolated_bench(__doc__.splitlines()[0], str(REPO / ".cache" / "bench-ce-peers"), 40_000,
+                            str(HERE / "results" / "cross_encoder_peers.json"), prepare, run_one,
+                            limit_help="pairs scored per run")
+    if parsed is None:
         return 0
-    info = prepare(work, args.size)
-    if args.prepare_only:
-        print(json.dumps(info))
-        return 0
+    args, work, info = parsed
     cores = os.cpu_count() or 2
     runs = run_isolated(__file__, work, args.limit, [(cores, m) for m in MODES])
     runs.append(ceiling(work, info, args.limit))

@@ -23,11 +23,8 @@ pytestmark = pytest.mark.compat  # the Spark-lane subset (make test-lanes): the 
 @pytest.fixture(scope="module")
 def export(pipeline):
     """The local folder of the cross-encoder the session's demo pipeline registered."""
-    import mlflow
-
-    cfg, out, tmp = pipeline
+    _, out, tmp = pipeline
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
     res = out["cross_encoder"]
     return local_model_dir(f"models:/{res['model']}/{res['version']}", uri, uri)
 
