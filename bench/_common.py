@@ -7,6 +7,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -74,6 +75,24 @@ def isolated_bench(description: str, work: str, limit: int, out: str, prepare: C
         print(json.dumps(info, indent=2))
         return None
     return args, path, info
+
+
+def timed_delta_job(spark: Any, job: Callable[[Any, Path], None], rows: Any, work: Path, mode: str, cores: int,
+                    warm: int, unit: str = "pairs") -> dict:
+    """Run ``job(rows, folder)`` (it writes a Delta table there) once on ``warm`` rows, which loads the model in every
+    worker, then time it on all ``rows``; stops ``spark``. Returns the run's record: mode, cores, rows, rows written,
+    seconds, ``<unit>_per_s`` and ``<unit>_per_s_per_core``."""
+    job(rows.limit(warm), work / f"warm_{mode}_{cores}")
+    n = rows.count()
+    t0 = time.perf_counter()
+    job(rows, work / f"out_{mode}_{cores}")
+    wall = time.perf_counter() - t0
+    out = spark.read.format("delta").load(str(work / f"out_{mode}_{cores}"))
+    written = out.count()
+    nulls = out.where(out[out.columns[-1]].isNull()).count()
+    spark.stop()
+    return {"mode": mode, "cores": cores, unit: n, "written": written, "null_outputs": nulls, "seconds": round(wall, 2),
+            f"{unit}_per_s": round(n / wall, 1), f"{unit}_per_s_per_core": round(n / wall / cores, 1)}
 
 
 def homedepot_absent() -> bool:

@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
-from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, write_result  # noqa: E402
+from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, timed_delta_job, write_result  # noqa: E402
 
 
 def prepare(work: Path, size: str) -> dict:
@@ -92,15 +91,7 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
                                precision="fp32" if mode == "ours_fp32" else "int8").transform(df)
         emb.select("item_id", "embedding").write.format("delta").mode("overwrite").save(str(out))
 
-    job(items.limit(200), work / f"warm_{mode}_{cores}")  # loads the model in every worker
-    n = items.count()
-    t0 = time.perf_counter()
-    job(items, work / f"out_{mode}_{cores}")
-    wall = time.perf_counter() - t0
-    written = spark.read.format("delta").load(str(work / f"out_{mode}_{cores}")).count()
-    spark.stop()
-    return {"mode": mode, "cores": cores, "texts": n, "written": written, "seconds": round(wall, 2),
-            "texts_per_s": round(n / wall, 1), "texts_per_s_per_core": round(n / wall / cores, 1)}
+    return timed_delta_job(spark, job, items, work, mode, cores, warm=200, unit="texts")
 
 
 def mean_tokens(work: Path, info: dict, n: int = 2000) -> float:

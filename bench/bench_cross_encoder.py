@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
-from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, write_result  # noqa: E402
+from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, timed_delta_job, write_result  # noqa: E402
 
 
 def prepare(work: Path, size: str) -> dict:
@@ -109,15 +108,7 @@ def run_one(work: Path, cores: int, mode: str, model_uri: str, limit: int) -> di
                                            batchSize=16).transform(df)
         scored.select("item_id", "keyphrase_id", "score").write.format("delta").mode("overwrite").save(str(out))
 
-    job(pairs.limit(2000), work / f"warm_{mode}_{cores}")  # loads the model in every worker
-    n = pairs.count()
-    t0 = time.perf_counter()
-    job(pairs, work / f"out_{mode}_{cores}")
-    wall = time.perf_counter() - t0
-    written = spark.read.format("delta").load(str(work / f"out_{mode}_{cores}")).count()
-    spark.stop()
-    return {"mode": mode, "cores": cores, "pairs": n, "written": written, "seconds": round(wall, 2),
-            "pairs_per_s": round(n / wall, 1), "pairs_per_s_per_core": round(n / wall / cores, 1)}
+    return timed_delta_job(spark, job, pairs, work, mode, cores, warm=2000)
 
 
 def mean_tokens(work: Path, model_uri: str, n: int = 5000) -> float:

@@ -27,7 +27,7 @@ import platform
 import time
 from pathlib import Path
 
-from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, write_result  # noqa: E402
+from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, timed_delta_job, write_result  # noqa: E402
 
 MODES = ("ours_int8", "spark_nlp_int8", "mlflow_transformers_udf")
 
@@ -107,16 +107,7 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
             scored = df.withColumn("score", udf(text).getField("score"))
         scored.select("item_id", "keyphrase_id", "score").write.format("delta").mode("overwrite").save(str(out))
 
-    job(pairs.limit(1000), work / f"warm_{mode}_{cores}")  # loads the model in every worker
-    n = pairs.count()
-    t0 = time.perf_counter()
-    job(pairs, work / f"out_{mode}_{cores}")
-    wall = time.perf_counter() - t0
-    out = spark.read.format("delta").load(str(work / f"out_{mode}_{cores}"))
-    written, nulls = out.count(), out.where(F.col("score").isNull()).count()
-    spark.stop()
-    return {"mode": mode, "cores": cores, "pairs": n, "written": written, "null_scores": nulls,
-            "seconds": round(wall, 2), "pairs_per_s": round(n / wall, 1), "pairs_per_s_per_core": round(n / wall / cores, 1)}
+    return timed_delta_job(spark, job, pairs, work, mode, cores, warm=1000)
 
 
 def ceiling(work: Path, info: dict, limit: int) -> dict:
