@@ -12,6 +12,7 @@ from kpspark.biencoder.embedder import TextEmbedder
 from kpspark.biencoder.estimator import BiEncoderEstimator
 from kpspark.crossencoder.estimator import CrossEncoderEstimator
 from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
+from kpspark.crossencoder.sparknlp import SparkNlpCrossEncoderModel
 from kpspark.evaluation.calibration import ThresholdCalibrator, ThresholdModel
 from kpspark.labeling.judge import LLMJudge
 from kpspark.retrieval.retriever import KeyphraseRetriever, KeyphraseRetrieverModel
@@ -22,6 +23,7 @@ STAGES = {
     "LLMJudge": lambda tmp: LLMJudge(backend="fake", model="fake-judge"),
     "CrossEncoderEstimator": lambda tmp: CrossEncoderEstimator(outputDir=str(tmp / "ce"), epochs=2.0, lr=5e-5),
     "OnnxCrossEncoderModel": lambda tmp: OnnxCrossEncoderModel(modelUri=str(tmp / "no-model"), batchSize=4),
+    "SparkNlpCrossEncoderModel": lambda tmp: SparkNlpCrossEncoderModel(modelUri=str(tmp / "no-model"), batchSize=4),
     "BiEncoderEstimator": lambda tmp: BiEncoderEstimator(tasks=["click"], taskWeights=[1.0], dims=[384, 64]),
     "TextEmbedder": lambda tmp: TextEmbedder(inputCol="title", categoryCol="category", modelUri=str(tmp / "m"),
                                              dim=64),

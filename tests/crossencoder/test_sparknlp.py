@@ -104,6 +104,7 @@ def test_spark_nlp_scores_the_demo_models_pairs_as_kpspark_does(spark, pipeline,
                             precision, str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
         assert p.returncode == 0, p.stderr[-3000:]
         got[precision] = json.loads(out.read_text())
+    assert got["fp32"]["transform_jobs"] == got["int8"]["transform_jobs"] == 0  # transform is lazy
     blank = [i for i, r in enumerate(rows) if not (r[0] or "").strip() or not (r[2] or "").strip()]
     plain, pilcrow = len(rows) - 2, len(rows) - 1
     # the one character read otherwise on this path: a pilcrow (Spark NLP's [SEP] stand-in) is a space
