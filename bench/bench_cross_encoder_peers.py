@@ -77,7 +77,7 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
     from pyspark.sql import functions as F
 
     from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
-    from kpspark.crossencoder.sparknlp import SparkNlpCrossEncoderModel, pair_text
+    from kpspark.crossencoder.sparknlp import SparkNlpCrossEncoderModel
     from kpspark.data import tables
     from kpspark.session import get_spark
     from kpspark.sparkutil import ensure_parallelism
@@ -102,8 +102,8 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
         elif mode == "spark_nlp_int8":
             scored = SparkNlpCrossEncoderModel(modelUri=info["model_uri"], precision="int8",
                                                batchSize=16).transform(df)
-        else:
-            text = pair_text(F.col("keyphrase"), F.col("category"), F.col("title"))
+        else:  # the pair as one text: the pipeline's tokenizer reads "[SEP]" as its special token
+            text = F.concat_ws(" [SEP] ", "keyphrase", "category", "title")
             scored = df.withColumn("score", udf(text).getField("score"))
         scored.select("item_id", "keyphrase_id", "score").write.format("delta").mode("overwrite").save(str(out))
 

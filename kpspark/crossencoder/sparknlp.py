@@ -94,7 +94,8 @@ def spark_nlp_folder(export_dir: str | Path, dest: str | Path, precision: str = 
         raise KPSparkError(f"{src} is not a cross-encoder export (kind {meta.get('kind')!r})")
     vocab = json.loads((src / "tokenizer.json").read_text())["model"].get("vocab")
     if not isinstance(vocab, dict) or "[SEP]" not in vocab or SEP_STANDIN not in vocab:
-        raise KPSparkError(f"{src}: Spark NLP's BERT reads a WordPiece vocabulary with [SEP]; this tokenizer has none")
+        raise KPSparkError(f"{src}: the Spark NLP path needs a WordPiece vocabulary with [SEP] and {SEP_STANDIN!r} "
+                           "(its stand-in in the text); this tokenizer has not both")
     words = sorted(vocab, key=vocab.get)
     if [vocab[w] for w in words] != list(range(len(words))):
         raise KPSparkError(f"{src}: the vocabulary's ids are not 0..{len(words) - 1}")
