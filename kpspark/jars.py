@@ -86,7 +86,11 @@ def jars_dir(configured: str | os.PathLike[str] | None = None, line: str | None 
 
 def read_manifest(cache: Path) -> dict[str, list[str]]:
     """Read ``manifest.json`` (short name -> jar paths); empty when nothing was fetched."""
-    return {k: list(v) for k, v in _manifest(cache).get("jars", {}).items()}
+    return _jars(_manifest(cache))
+
+
+def _jars(data: dict) -> dict[str, list[str]]:
+    return {k: list(v) for k, v in data.get("jars", {}).items()}
 
 
 def _manifest(cache: Path) -> dict:
@@ -104,7 +108,7 @@ def jar_paths(names: Iterable[str] = REQUIRED, configured: str | None = None) ->
     """
     cache = jars_dir(configured)
     data = _manifest(cache)
-    manifest, resolved = read_manifest(cache), data.get("resolved", {})
+    manifest, resolved = _jars(data), data.get("resolved", {})
     out: list[str] = []
     for name in names:
         coord = coordinate(name)
@@ -168,7 +172,8 @@ def fetch(names: Iterable[str] = REQUIRED, configured: str | None = None, option
     """
     cache = jars_dir(configured)
     cache.mkdir(parents=True, exist_ok=True)
-    manifest, resolved = read_manifest(cache), dict(_manifest(cache).get("resolved", {}))
+    data = _manifest(cache)
+    manifest, resolved = _jars(data), dict(data.get("resolved", {}))
     unavailable: dict[str, str] = {}
     wanted = [(n, True) for n in names] + [(n, False) for n in optional if n not in names]
     for name, required in wanted:
