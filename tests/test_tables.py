@@ -68,6 +68,11 @@ def test_merge_is_idempotent_and_cdf_tracks_changes(spark, cfg):
     batch = spark.createDataFrame([(1, "A", "c"), (2, "B", "c")], "item_id long, title string, category string")
     tables.upsert(spark, cfg, "items", batch)
     v1 = tables.version(spark, cfg, "items")
+    # into a table with no rows the batch is appended (no MERGE), and the Change Data Feed has its inserts
+    ref = tables.table_ref(cfg, "items")
+    assert spark.sql(f"DESCRIBE HISTORY {ref.sql_name} LIMIT 1").first()["operation"] == "WRITE"
+    assert _rows(tables.read_changes(spark, cfg, "items", v1, v1), "item_id", "_change_type") == [
+        (1, "insert"), (2, "insert")]
     tables.upsert(spark, cfg, "items", batch)  # same batch twice
     v2 = tables.version(spark, cfg, "items")
     assert _rows(tables.read_table(spark, cfg, "items"), "item_id", "title") == [(1, "A"), (2, "B")]
@@ -76,6 +81,7 @@ def test_merge_is_idempotent_and_cdf_tracks_changes(spark, cfg):
 
     revised = spark.createDataFrame([(2, "B v2", "c"), (3, "C", "c")], "item_id long, title string, category string")
     tables.upsert(spark, cfg, "items", revised)
+    assert spark.sql(f"DESCRIBE HISTORY {ref.sql_name} LIMIT 1").first()["operation"] == "MERGE"
     cdf = tables.read_changes(spark, cfg, "items", v2 + 1)
     got = _rows(cdf, "item_id", "_change_type")
     assert got == [(2, "update_postimage"), (2, "update_preimage"), (3, "insert")]

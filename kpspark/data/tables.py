@@ -125,6 +125,11 @@ def last_commit(spark: "SparkSession", ref: TableRef) -> "Row | None":
     return spark.sql(f"DESCRIBE HISTORY {ref.sql_name} LIMIT 1").select("version", "operationMetrics").first()
 
 
+def _is_empty(spark: "SparkSession", ref: TableRef) -> bool:
+    """True when the table's current snapshot has no data file (just created, or every row deleted)."""
+    return int(spark.sql(f"DESCRIBE DETAIL {ref.sql_name}").select("numFiles").first()[0] or 0) == 0
+
+
 def merge(spark: "SparkSession", ref: TableRef, source: "DataFrame", on: str, clauses: str) -> None:
     """``MERGE INTO <ref> t USING <source> s ON <on> <clauses>`` (the source as a temporary view of this session)."""
     view = f"kpspark_merge_{uuid.uuid4().hex}"
@@ -226,7 +231,9 @@ def upsert(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame", batch
     """Validate ``df`` and MERGE it into ``name`` on the table's key columns.
 
     New keys are inserted; existing keys are updated only when some column differs, so
-    merging the same batch twice leaves the table (and its Change Data Feed) unchanged.
+    merging the same batch twice leaves the table (and its Change Data Feed) unchanged. Into a table
+    with no rows the batch is appended (the same rows and Change Data Feed inserts, without a MERGE's
+    join: several seconds of a small job).
     """
     schema = schema_of(name)
     if not schema.keys:
@@ -235,10 +242,14 @@ def upsert(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame", batch
     target = ensure_table(spark, cfg, name)
     annotated, good, bad, report = _prepare(df, cfg, schema, batch_id)
     try:
-        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in schema.keys)
-        content = [c for c in schema.columns if c not in schema.keys]
-        changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content) or "false"
-        merge(spark, target, good, on, f"WHEN MATCHED AND ({changed}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+        if _is_empty(spark, target):  # validation left one row per key: into no rows, the MERGE is an append
+            _save(good.write.format("delta").mode("append"), target)
+        else:
+            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in schema.keys)
+            content = [c for c in schema.columns if c not in schema.keys]
+            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content) or "false"
+            merge(spark, target, good, on,
+                  f"WHEN MATCHED AND ({changed}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
         _quarantine(spark, cfg, bad, report)
     finally:
         annotated.unpersist()
