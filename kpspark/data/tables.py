@@ -29,6 +29,8 @@ from kpspark.data.validation import REASON_COL, annotate, split
 from kpspark.errors import KPSparkError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable
+
     from pyspark.sql import DataFrame, DataFrameWriter, Row, SparkSession
 
 logger = logging.getLogger(__name__)
@@ -168,17 +170,17 @@ def read_changes(spark: "SparkSession", cfg: Config, name: str, starting_version
     return reader.load(ref.location) if ref.is_path else reader.table(ref.location)
 
 
-def _prepare(df: "DataFrame", cfg: Config, schema: TableSchema, batch_id: str) -> tuple["DataFrame", "DataFrame", "DataFrame", WriteReport]:
+def _report(schema: TableSchema, batch_id: str, good_n: int, reasons: dict[str, int]) -> WriteReport:
+    return WriteReport(schema.name, rows_in=good_n + sum(reasons.values()), rows_written=good_n,
+                       rows_quarantined=sum(reasons.values()), reasons=reasons, batch_id=batch_id)
+
+
+def _reasons(annotated: "DataFrame") -> dict[str, int]:
+    """Quarantined rows by reason (a Spark job over the persisted rows)."""
     from pyspark.sql import functions as F
 
-    annotated = annotate(df, schema, cfg.quality).persist()
-    counts = annotated.groupBy(F.col(REASON_COL)).count().collect()
-    reasons = {r[0]: int(r[1]) for r in counts if r[0] is not None}
-    good_n = sum(int(r[1]) for r in counts if r[0] is None)
-    report = WriteReport(schema.name, rows_in=good_n + sum(reasons.values()), rows_written=good_n,
-                         rows_quarantined=sum(reasons.values()), reasons=reasons, batch_id=batch_id)
-    good, bad = split(annotated, schema, batch_id)
-    return annotated, good, bad, report
+    bad = annotated.where(F.col(REASON_COL).isNotNull()).groupBy(F.col(REASON_COL)).count().collect()
+    return {r[0]: int(r[1]) for r in bad}
 
 
 def _quarantine(spark: "SparkSession", cfg: Config, bad: "DataFrame", report: WriteReport) -> None:
@@ -203,6 +205,41 @@ def _finish(spark: "SparkSession", cfg: Config, name: str, report: WriteReport) 
     return report
 
 
+def _write_validated(spark: "SparkSession", cfg: Config, schema: TableSchema, df: "DataFrame", batch_id: str,
+                     write: "Callable[[DataFrame], None]", is_merge: bool = False) -> WriteReport:
+    """Validate ``df`` (persisted once: every row is judged once, whatever upstream computes it), write its good
+    rows with ``write``, its quarantined ones to ``quarantine``, and account for every row.
+
+    A plain write counts its rows on the way (an ``Observation`` on the written plan: no Spark job of its own), and
+    only a batch with quarantined rows runs a second job, for their reasons. A MERGE counts first: Delta's MERGE
+    runs its source more than once and does not report a source's observed metrics reliably (none on Spark 3.5)."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    annotated = annotate(df, schema, cfg.quality).persist()
+    try:
+        _, bad = split(annotated, schema, batch_id)
+        if is_merge:
+            counts = annotated.groupBy(F.col(REASON_COL)).count().collect()
+            report = _report(schema, batch_id, sum(int(r[1]) for r in counts if r[0] is None),
+                             {r[0]: int(r[1]) for r in counts if r[0] is not None})
+            write(split(annotated, schema, batch_id)[0])
+        else:
+            seen = Observation()
+            good, _ = split(annotated.observe(seen, F.count(F.lit(1)).alias("rows"),
+                                              F.count_if(F.col(REASON_COL).isNull()).alias("good")), schema, batch_id)
+            write(good)
+            counted = seen.get
+            rows, good_n = int(counted.get("rows", 0)), int(counted.get("good", 0))
+            report = _report(schema, batch_id, good_n, _reasons(annotated) if rows > good_n else {})
+            if report.rows_in != rows:  # the observed count and the reasons' job read the same persisted rows
+                raise RuntimeError(f"row accounting broke for {schema.name}: {rows} rows seen, {report}")
+        _quarantine(spark, cfg, bad, report)
+    finally:
+        annotated.unpersist()
+    return _finish(spark, cfg, schema.name, report)
+
+
 def write_table(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame",
                 mode: Literal["append", "overwrite"] = "append", batch_id: str | None = None) -> WriteReport:
     """Validate ``df`` and append (or atomically overwrite) the logical table ``name``.
@@ -213,18 +250,15 @@ def write_table(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame",
     if mode not in ("append", "overwrite"):
         raise ValueError(f"mode must be one of ['append', 'overwrite'], got {mode!r}")
     schema = schema_of(name)
-    batch_id = batch_id or uuid.uuid4().hex
     ref = ensure_table(spark, cfg, name)
-    annotated, good, bad, report = _prepare(df, cfg, schema, batch_id)
-    try:
+
+    def write(good: "DataFrame") -> None:
         writer = good.write.format("delta").mode(mode)
         if mode == "overwrite":
             writer = writer.option("overwriteSchema", "false")
         _save(writer, ref)
-        _quarantine(spark, cfg, bad, report)
-    finally:
-        annotated.unpersist()
-    return _finish(spark, cfg, name, report)
+
+    return _write_validated(spark, cfg, schema, df, batch_id or uuid.uuid4().hex, write)
 
 
 def upsert(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame", batch_id: str | None = None) -> WriteReport:
@@ -238,22 +272,17 @@ def upsert(spark: "SparkSession", cfg: Config, name: str, df: "DataFrame", batch
     schema = schema_of(name)
     if not schema.keys:
         raise KPSparkError(f"table {name!r} has no key columns; use write_table(mode='append')")
-    batch_id = batch_id or uuid.uuid4().hex
     target = ensure_table(spark, cfg, name)
-    annotated, good, bad, report = _prepare(df, cfg, schema, batch_id)
-    try:
-        if _is_empty(spark, target):  # validation left one row per key: into no rows, the MERGE is an append
-            _save(good.write.format("delta").mode("append"), target)
-        else:
-            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in schema.keys)
-            content = [c for c in schema.columns if c not in schema.keys]
-            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content) or "false"
-            merge(spark, target, good, on,
-                  f"WHEN MATCHED AND ({changed}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
-        _quarantine(spark, cfg, bad, report)
-    finally:
-        annotated.unpersist()
-    return _finish(spark, cfg, name, report)
+    batch_id = batch_id or uuid.uuid4().hex
+    if _is_empty(spark, target):  # validation leaves one row per key: into no rows, the MERGE is an append
+        return _write_validated(spark, cfg, schema, df, batch_id,
+                                lambda good: _save(good.write.format("delta").mode("append"), target))
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in schema.keys)
+    content = [c for c in schema.columns if c not in schema.keys]
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in content) or "false"
+    return _write_validated(spark, cfg, schema, df, batch_id, lambda good: merge(
+        spark, target, good, on, f"WHEN MATCHED AND ({changed}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"),
+        is_merge=True)
 
 
 def delete_keys(spark: "SparkSession", cfg: Config, name: str, keys: "DataFrame") -> int:
