@@ -175,3 +175,33 @@ def lake_copy(pipeline, dst: Path, monkeypatch=None):
         cfg, lakehouse=dataclasses.replace(cfg.lakehouse, root=str(dst / "lakehouse")),
         mlflow=dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{dst / 'mlflow.db'}",
                                    artifact_root=str(dst / "mlartifacts")))
+
+
+NOTEBOOKS = sorted((REPO / "jobs" / "notebooks").glob("*.py"))
+
+
+def notebook_settings(pipeline, lake_root: Path, tracking_uri: str, *extra: str) -> list[str]:
+    """The ``set`` widget of a notebook run on a copy of the session pipeline's lakehouse: where the copy lives,
+    and the pipeline's serving settings (retrieval, the bi-encoder's dimensions) over ``conf/local.yaml``."""
+    cfg = pipeline[0]
+    r, be = cfg.retrieval, cfg.bi_encoder
+    return [f"lakehouse.root={lake_root}", f"mlflow.tracking_uri={tracking_uri}",
+            f"mlflow.artifact_root={cfg.mlflow.artifact_root}", "sample.size=tiny", f"retrieval.k={r.k}",
+            f"retrieval.top_n={r.top_n}", f"retrieval.min_category_positives={r.min_category_positives}",
+            f"bi_encoder.dim={be.dim}", f"bi_encoder.dims=[{','.join(map(str, be.dims))}]",
+            f"bi_encoder.init={be.init}", *extra]
+
+
+def run_notebook(spark, name: str, settings: list[str]) -> dict:
+    """Execute the notebook under jobs/notebooks/ whose name ends with ``name`` as plain Python on this Spark
+    session (``spark`` and a local ``dbutils`` handed in, as Databricks would; widgets ``conf=conf/local.yaml``
+    and ``set=settings``) and return its ``result``. The production tests run their jobs this way, so each
+    notebook runs once, as the test of what it does."""
+    import runpy
+
+    from kpspark.notebook import LocalDbutils
+
+    path = next(p for p in NOTEBOOKS if p.stem.endswith(name))
+    out = runpy.run_path(str(path), init_globals={
+        "spark": spark, "dbutils": LocalDbutils({"conf": "conf/local.yaml", "set": ";".join(settings)})})
+    return out["result"]

@@ -1,6 +1,8 @@
 """Production jobs on a copy of the session's demo lakehouse: the demo ran the full batch (state
 recorded); here items and keyphrases change, the daily diff reads only those changes through the
-Change Data Feed, and a run that crashes after its MERGE is rerun to the same table."""
+Change Data Feed, and a run that crashes after its MERGE is rerun to the same table. The stream and the
+changed-back diff run through their Databricks notebooks (jobs/notebooks/, as plain Python): one run
+each tests the notebook and the job."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +14,7 @@ from pyspark.sql import functions as F
 
 from kpspark.data import tables
 from kpspark.production import diff
-from tests.conftest import use_store
+from tests.conftest import notebook_settings, run_notebook, use_store
 
 pytestmark = pytest.mark.compat  # the Spark-lane subset (make test-lanes)
 
@@ -109,17 +111,17 @@ def test_diff_without_a_full_batch_is_a_clear_error(spark, cfg):
 
 
 def test_streaming_updates_revised_items_once_per_batch_and_restarts_from_its_checkpoint(spark, pipeline, tmp_path):
+    from kpspark.notebook import config
     from kpspark.production import streaming
 
-    cfg, _, _ = pipeline
-    lake = _copy(cfg, cfg.lakehouse.root, tmp_path / "stream")
+    cfg, _, ptmp = pipeline
+    shutil.copytree(cfg.lakehouse.root, tmp_path / "stream")
     # fp32 models, so that the replayed batch below recomputes the stream's rows exactly (dynamic int8 scores move
     # with their batch-mates; the 3.5 lane once saw 578 rows vs 577)
-    lake = dataclasses.replace(
-        lake, streaming=dataclasses.replace(lake.streaming, trigger="availableNow",
-                                            checkpoint=str(tmp_path / "checkpoint")),
-        cross_encoder=dataclasses.replace(lake.cross_encoder, precision="fp32"),
-        bi_encoder=dataclasses.replace(lake.bi_encoder, precision="fp32"))
+    settings = notebook_settings(pipeline, tmp_path / "stream", f"sqlite:///{ptmp / 'mlflow.db'}",
+                                 "streaming.trigger=availableNow", f"streaming.checkpoint={tmp_path / 'checkpoint'}",
+                                 "cross_encoder.precision=fp32", "bi_encoder.precision=fp32")
+    lake = config("conf/local.yaml", ";".join(settings))  # what the notebook builds from its widgets
     before = tables.read_table(spark, lake, "recommendations").toPandas()
     ids = sorted(before["item_id"].unique())[:3]
     revised, deleted = ids[:2], ids[2]
@@ -128,7 +130,7 @@ def test_streaming_updates_revised_items_once_per_batch_and_restarts_from_its_ch
                   .withColumn("title", F.concat(F.lit("Refurbished "), F.col("title"))))
     tables.delete_keys(spark, lake, "items", items.where(F.col("item_id") == int(deleted)).select("item_id"))
 
-    res = streaming.run_streaming(lake, spark)
+    res = run_notebook(spark, "streaming", settings)
     assert res["batches"] >= 1 and res["items_upserted"] == 2 and res["items_deleted"] == 1
     got = tables.read_table(spark, lake, "recommendations").toPandas()
     assert not (got["item_id"] == deleted).any()
@@ -175,11 +177,15 @@ def test_a_diff_over_items_changed_and_changed_back_reproduces_the_full_batch_ro
     per-category thresholds) and come out with the full batch's rows, rank for rank. fp32 models on both sides:
     int8 outputs move with their batch-mates (dynamic quantization), which blurs rows at the threshold, the top-n
     cut and the top-k candidates (an int8 run saw 10 such rows of 8 items)."""
-    cfg, _, _ = pipeline
-    lake = _copy(cfg, cfg.lakehouse.root, tmp_path / "lake")
-    lake = dataclasses.replace(lake, cross_encoder=dataclasses.replace(lake.cross_encoder, precision="fp32"),
-                               bi_encoder=dataclasses.replace(lake.bi_encoder, precision="fp32"))
-    diff.run_full_batch(lake, spark)
+    from kpspark.notebook import config
+
+    cfg, _, ptmp = pipeline
+    shutil.copytree(cfg.lakehouse.root, tmp_path / "lake")
+    settings = notebook_settings(pipeline, tmp_path / "lake", f"sqlite:///{ptmp / 'mlflow.db'}",
+                                 "cross_encoder.precision=fp32", "bi_encoder.precision=fp32")
+    lake = config("conf/local.yaml", ";".join(settings))
+    full = run_notebook(spark, "full_batch", settings)
+    assert full["recommendations"] == tables.read_table(spark, lake, "recommendations").count() > 0
     before = tables.read_table(spark, lake, "recommendations").toPandas()
     ids = sorted(before["item_id"].unique())[:8]
     items = tables.read_table(spark, lake, "items").where(F.col("item_id").isin([int(i) for i in ids]))
@@ -188,7 +194,7 @@ def test_a_diff_over_items_changed_and_changed_back_reproduces_the_full_batch_ro
     tables.upsert(spark, lake, "items", items.withColumn("title", F.concat(F.col("title"), F.lit(" (v2)"))))
     tables.upsert(spark, lake, "items", spark.createDataFrame(orig, items.schema))
     state = diff.read_state(spark, lake)[diff.ITEMS_STATE]
-    res = diff.run_daily_diff(lake, spark)
+    res = run_notebook(spark, "daily_diff", settings)
     assert res["changed"] and res["items_upserted"] == len(ids) and res["keyphrases_upserted"] == 0
     after_state = diff.read_state(spark, lake)[diff.ITEMS_STATE]  # the next diff filters the same way
     assert after_state["category_thresholds"] == state["category_thresholds"] != {}
