@@ -102,6 +102,8 @@ bench: setup
 	$(PY) bench/bench_llm_judge.py
 	$(PY) bench/bench_cross_encoder.py
 	$(MAKE) .lanes/spark-3.5/.installed
+	# SynapseML's Python wrappers (no dependencies of their own) for its ONNXModel peer; its jars come through Ivy
+	$(UV_ENV) $(UV) pip install --python .lanes/spark-3.5/bin/python "synapseml==1.1.0"
 	.lanes/spark-3.5/bin/python bench/bench_cross_encoder_peers.py
 	$(PY) bench/bench_bi_encoder.py --limit 20000
 	$(PY) bench/bench_retrieval.py

@@ -78,10 +78,11 @@ def isolated_bench(description: str, work: str, limit: int, out: str, prepare: C
 
 
 def timed_delta_job(spark: Any, job: Callable[[Any, Path], None], rows: Any, work: Path, mode: str, cores: int,
-                    warm: int, unit: str = "pairs") -> dict:
+                    warm: int, unit: str = "pairs", keep: Path | None = None) -> dict:
     """Run ``job(rows, folder)`` (it writes a Delta table there) once on ``warm`` rows, which loads the model in every
     worker, then time it on all ``rows``; stops ``spark``. Returns the run's record: mode, cores, rows, rows written,
-    seconds, ``<unit>_per_s`` and ``<unit>_per_s_per_core``."""
+    seconds, ``<unit>_per_s`` and ``<unit>_per_s_per_core``. ``keep``: a parquet file the written rows are copied to
+    (after the timing), for comparing outputs across runs."""
     job(rows.limit(warm), work / f"warm_{mode}_{cores}")
     n = rows.count()
     t0 = time.perf_counter()
@@ -90,6 +91,8 @@ def timed_delta_job(spark: Any, job: Callable[[Any, Path], None], rows: Any, wor
     out = spark.read.format("delta").load(str(work / f"out_{mode}_{cores}"))
     written = out.count()
     nulls = out.where(out[out.columns[-1]].isNull()).count()
+    if keep is not None:
+        out.toPandas().to_parquet(keep)
     spark.stop()
     return {"mode": mode, "cores": cores, unit: n, "written": written, "null_outputs": nulls, "seconds": round(wall, 2),
             f"{unit}_per_s": round(n / wall, 1), f"{unit}_per_s_per_core": round(n / wall / cores, 1)}

@@ -7,15 +7,22 @@ Same run, same trained weights, same pairs (the sample marketplace's candidate p
 * ``spark_nlp_int8``: :class:`~kpspark.crossencoder.sparknlp.SparkNlpCrossEncoderModel` — the same int8 ONNX file in
   Spark NLP 5.5.3's ``BertForSequenceClassification`` (ONNX Runtime in the JVM; its batch size 16, as ours);
 * ``mlflow_transformers_udf``: ``mlflow.pyfunc.spark_udf`` on an ``mlflow.transformers`` text-classification pipeline
-  of the same torch weights (fp32; the pair as one text ``keyphrase [SEP] category [SEP] title``);
+  of the same torch weights (fp32; the pair as ``text`` = keyphrase and ``text_pair`` = ``category [SEP] title``,
+  truncated as ours: the same token and segment ids);
+* ``synapseml_onnx_int8``: SynapseML 1.1.0's ``ONNXModel`` (ONNX Runtime 1.8.1 in the JVM) on the same weights
+  exported at opset 14 (its runtime reads opsets <= 14 and IR version <= 7) and quantized to int8 the same way as
+  ours; the token ids are prepared in Spark as its docs require (a pandas UDF with the model's tokenizer, every
+  row padded to the model's ``max_length``: its mini-batches are fixed-shape tensors); mini-batch
+  :data:`SYNAPSEML_BATCH` rows;
 * ``ceiling``: tokenizer + ONNX Runtime int8 on the same pairs in one single-threaded process, no Spark, no I/O — what
   one core can do; ``ours / ceiling`` per core says what Spark costs.
 
 Each configuration runs in its own process (its own ``local[N]`` Spark) after a warm-up on a slice; the timed job
-reads the pairs from Delta, joins the texts, scores and writes Delta. SynapseML's ``ONNXModel`` is not in the run: its
-Scala 2.12 artifacts (1.1.0) bundle ONNX Runtime 1.8.1, which reads ONNX opsets up to 14, and our exports are opset 17.
-Needs the Spark 3.5 lane (``make test-lanes`` builds ``.lanes/spark-3.5``; Spark NLP's jars: ``python -m kpspark.jars
-fetch --with-nlp``). Writes ``bench/results/cross_encoder_peers.json``.
+reads the pairs from Delta, joins the texts, scores and writes Delta. Needs the Spark 3.5 lane (``make test-lanes``
+builds ``.lanes/spark-3.5``; Spark NLP's jars: ``python -m kpspark.jars fetch --with-nlp``) with the ``synapseml``
+Python package (``make bench`` installs it there); SynapseML's jars (:data:`SYNAPSEML`, ~200 MB with ONNX Runtime)
+are resolved by Spark's Ivy into ``.cache/jars/ivy-synapseml`` on the first run. Writes
+``bench/results/cross_encoder_peers.json``.
 
     .lanes/spark-3.5/bin/python bench/bench_cross_encoder_peers.py [--limit 40000]
 """
@@ -28,9 +35,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd  # module level: the pandas UDF's type hints are resolved from here
+
 from _common import HERE, REPO, bench_cfg, isolated_bench, machine_info, run_isolated, timed_delta_job, write_result  # noqa: E402
 
-MODES = ("ours_int8", "spark_nlp_int8", "mlflow_transformers_udf")
+MODES = ("ours_int8", "spark_nlp_int8", "mlflow_transformers_udf", "synapseml_onnx_int8")
+#: SynapseML's deep-learning module on Maven Central (Scala 2.12, Spark 3.5); its isolation-forest dependency is
+#: not needed by ONNXModel
+SYNAPSEML = "com.microsoft.azure:synapseml-deep-learning_2.12:1.1.0"
+SYNAPSEML_EXCLUDES = "com.linkedin.isolation-forest:isolation-forest_3.5.0_2.12"
+#: rows per ONNX Runtime call in SynapseML's ONNXModel (ours and Spark NLP score 16 at a time, length-sorted;
+#: SynapseML's rows are all max_length long): 64 was its fastest on 20,000 pairs here (866 pairs/s/core; 16: 848,
+#: 256: 755)
+SYNAPSEML_BATCH = 64
 
 
 def prepare(work: Path, size: str) -> dict:
@@ -44,32 +61,77 @@ def prepare(work: Path, size: str) -> dict:
     from kpspark.workflows import run_generate_sample
 
     marker = work / "prepared.json"
-    if marker.exists():
-        return json.loads(marker.read_text())
-    cfg = bench_cfg(work, os.cpu_count() or 2, [f"sample.size={size}", "cross_encoder.recipe=search",
-                                                 "cross_encoder.max_train_pairs=20000", "cross_encoder.epochs=4",
-                                                 "cross_encoder.batch_size=64", "cross_encoder.eval_steps=50"])
+    info = json.loads(marker.read_text()) if marker.exists() else None
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    trained = work / "trained.json"  # a rerun after a failure below keeps the lakehouse and the model
-    if trained.exists():
-        res = json.loads(trained.read_text())
-    else:
-        spark = get_spark(cfg)
-        run_generate_sample(cfg, spark)
-        res = run_train_cross_encoder(cfg, spark, output_dir=str(work / "ce"))
-        spark.stop()
-        trained.write_text(json.dumps(res, default=str))
-    weights = work / "ce" / "model"
-    with mlflow.start_run(run_name="transformers-pipeline-peer") as run:
-        mlflow.transformers.log_model(
-            transformers_model={"model": AutoModelForSequenceClassification.from_pretrained(weights),
-                                "tokenizer": AutoTokenizer.from_pretrained(weights)},
-            name="pipeline", task="text-classification", pip_requirements=["transformers", "torch"])
-    info = {"model_uri": f"models:/{res['model']}/{res['version']}", "export": str(work / "ce" / "export"),
-            "transformers_uri": f"runs:/{run.info.run_id}/pipeline",
-            "train": {k: res[k] for k in ("ce_val_auc_truth", "ce_parity_int8_pearson") if k in res}}
-    marker.write_text(json.dumps(info))
+    if info is None:
+        cfg = bench_cfg(work, os.cpu_count() or 2, [f"sample.size={size}", "cross_encoder.recipe=search",
+                                                     "cross_encoder.max_train_pairs=20000", "cross_encoder.epochs=4",
+                                                     "cross_encoder.batch_size=64", "cross_encoder.eval_steps=50"])
+        trained = work / "trained.json"  # a rerun after a failure below keeps the lakehouse and the model
+        if trained.exists():
+            res = json.loads(trained.read_text())
+        else:
+            spark = get_spark(cfg)
+            run_generate_sample(cfg, spark)
+            res = run_train_cross_encoder(cfg, spark, output_dir=str(work / "ce"))
+            spark.stop()
+            trained.write_text(json.dumps(res, default=str))
+        info = {"model_uri": f"models:/{res['model']}/{res['version']}", "export": str(work / "ce" / "export"),
+                "train": {k: res[k] for k in ("ce_val_auc_truth", "ce_parity_int8_pearson") if k in res}}
+    if "transformers_pair_uri" not in info:
+        # the pipeline reads the pair as ours does: sentence A the keyphrase, sentence B `category [SEP] title`
+        # (text / text_pair, so the segment ids match), truncated the same way (only sentence B, at max_length)
+        meta = json.loads((work / "ce" / "export" / "kpspark_model.json").read_text())
+        weights = work / "ce" / "model"
+        with mlflow.start_run(run_name="transformers-pipeline-peer") as run:
+            mlflow.transformers.log_model(
+                transformers_model={"model": AutoModelForSequenceClassification.from_pretrained(weights),
+                                    "tokenizer": AutoTokenizer.from_pretrained(weights)},
+                name="pipeline", task="text-classification", pip_requirements=["transformers", "torch"],
+                model_config={"truncation": "only_second", "max_length": int(meta["max_length"])})
+        info["transformers_pair_uri"] = f"runs:/{run.info.run_id}/pipeline"
+        info.pop("transformers_uri", None)
+        marker.write_text(json.dumps(info))
     return info
+
+
+def synapseml_model(work: Path) -> tuple[Path, int]:
+    """The trained weights exported for SynapseML's ONNX Runtime 1.8.1 (opset 14, IR version 7) and quantized to
+    int8 as ours are (once per work folder); returns (int8 file, max_length)."""
+    import onnx
+
+    from kpspark.crossencoder.export import export_onnx
+    from kpspark.onnxutil import quantize_int8
+
+    meta = json.loads((work / "ce" / "export" / "kpspark_model.json").read_text())
+    out = work / "synapseml"
+    if not (out / "model.int8.onnx").exists():
+        export_onnx(work / "ce" / "model", out, opset=14)
+        quantize_int8(out / "model.onnx", out / "model.int8.onnx", meta.get("quantization", "dynamic"))
+        for f in ("model.onnx", "model.int8.onnx"):  # ONNX Runtime 1.8 reads IR version 7 (opset 14 needs no more)
+            m = onnx.load(str(out / f))
+            m.ir_version = min(m.ir_version, 7)
+            onnx.save(m, str(out / f))
+    return out / "model.int8.onnx", int(meta["max_length"])
+
+
+def synapseml_inputs(export: str, max_length: int) -> Any:
+    """A pandas UDF (keyphrase, category, title) -> the model's three input columns, every row padded to
+    ``max_length`` (the same pair text and truncation as ours)."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("input_ids array<bigint>, attention_mask array<bigint>, token_type_ids array<bigint>")
+    def encode(kp: pd.Series, cat: pd.Series, title: pd.Series) -> pd.DataFrame:
+        from kpspark.crossencoder.text import pair_texts
+        from kpspark.onnxutil import load_tokenizer
+
+        tok = load_tokenizer(export, max_length, strategy="only_second")
+        tok.enable_padding(length=max_length)
+        enc = tok.encode_batch(list(zip(*pair_texts(kp, cat, title))))
+        return pd.DataFrame({"input_ids": [e.ids for e in enc], "attention_mask": [e.attention_mask for e in enc],
+                             "token_type_ids": [e.type_ids for e in enc]})
+
+    return encode
 
 
 def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
@@ -84,7 +146,11 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
     from kpspark.sparkutil import ensure_parallelism
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    cfg = bench_cfg(work, cores, ["spark.with_nlp=true"] if mode == "spark_nlp_int8" else [])
+    extra = {"spark_nlp_int8": ["spark.with_nlp=true"],
+             "synapseml_onnx_int8": [f"spark.conf.spark.jars.packages={SYNAPSEML}",
+                                     f"spark.conf.spark.jars.excludes={SYNAPSEML_EXCLUDES}",
+                                     f"spark.conf.spark.jars.ivy={REPO / '.cache' / 'jars' / 'ivy-synapseml'}"]}
+    cfg = bench_cfg(work, cores, extra.get(mode, []))
     spark = get_spark(cfg)
     items = tables.read_table(spark, cfg, "items").select("item_id", "title", "category")
     kps = tables.read_table(spark, cfg, "keyphrases").select("keyphrase_id", F.col("text").alias("keyphrase"))
@@ -92,8 +158,16 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
                                                                                              "keyphrase_id").limit(limit)
     pairs = spark.createDataFrame(pairs.toPandas())  # the same rows for every mode, read once
     if mode == "mlflow_transformers_udf":
-        udf = mlflow.pyfunc.spark_udf(spark, info["transformers_uri"], env_manager="local",
+        udf = mlflow.pyfunc.spark_udf(spark, info["transformers_pair_uri"], env_manager="local",
                                       result_type="struct<label:string,score:double>")
+    if mode == "synapseml_onnx_int8":
+        from synapse.ml.onnx import ONNXModel
+
+        onnx_file, max_length = synapseml_model(work)
+        encode = synapseml_inputs(info["export"], max_length)
+        feeds = {c: c for c in ("input_ids", "attention_mask", "token_type_ids")}
+        onnx_model = (ONNXModel().setModelLocation(str(onnx_file)).setFeedDict(feeds)
+                      .setFetchDict({"logits": "logits"}).setMiniBatchSize(SYNAPSEML_BATCH))
 
     def job(src, out):
         # the same partitioning for every mode: one task per core
@@ -103,12 +177,28 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
         elif mode == "spark_nlp_int8":
             scored = SparkNlpCrossEncoderModel(modelUri=info["model_uri"], precision="int8",
                                                batchSize=16).transform(df)
-        else:  # the pair as one text: the pipeline's tokenizer reads "[SEP]" as its special token
-            text = F.concat_ws(" [SEP] ", "keyphrase", "category", "title")
-            scored = df.withColumn("score", udf(text).getField("score"))
+        elif mode == "synapseml_onnx_int8":
+            ids = df.withColumn("_ids", encode("keyphrase", "category", "title")).select("*", "_ids.*").drop("_ids")
+            scored = onnx_model.transform(ids).withColumn("score", F.expr("1 / (1 + exp(-logits[0]))"))
+        else:  # the pair as ours reads it (kpspark.crossencoder.text.pair_texts, in Spark)
+            cat = F.trim(F.coalesce("category", F.lit("")))
+            pair = F.when(cat != "", F.concat_ws(" [SEP] ", cat, F.trim("title"))).otherwise(F.trim("title"))
+            # one column of {"text": ..., "text_pair": ...} objects: mlflow's text-classification wrapper reads a
+            # pair from that (as its model server does); two DataFrame columns text/text_pair were not read as one
+            pairs_json = F.to_json(F.struct(F.trim("keyphrase").alias("text"), pair.alias("text_pair")))
+            scored = df.withColumn("score", udf(pairs_json).getField("score"))
         scored.select("item_id", "keyphrase_id", "score").write.format("delta").mode("overwrite").save(str(out))
 
-    return timed_delta_job(spark, job, pairs, work, mode, cores, warm=1000)
+    return timed_delta_job(spark, job, pairs, work, mode, cores, warm=1000, keep=work / f"scores_{mode}.parquet")
+
+
+def agreement(work: Path, mode: str) -> dict:
+    """A peer's scores against ours on the same pairs: max |difference| and Pearson correlation."""
+    key = ["item_id", "keyphrase_id"]
+    both = pd.read_parquet(work / "scores_ours_int8.parquet").merge(
+        pd.read_parquet(work / f"scores_{mode}.parquet"), on=key, suffixes=("", "_peer")).dropna()
+    return {"pairs": len(both), "max_abs_diff": round(float((both["score"] - both["score_peer"]).abs().max()), 5),
+            "pearson": round(float(both["score"].corr(both["score_peer"])), 5)}
 
 
 def _ceiling_texts(work: Path, limit: int) -> tuple[list, list]:
@@ -183,14 +273,19 @@ def main() -> int:
         "pipeline": "Delta pairs -> join items/keyphrases -> score -> Delta", "model": info, "runs": runs,
         "pairs_per_s_per_core": {m: r["pairs_per_s_per_core"] for m, r in by.items()},
         "ratio_ours_to": {m: round(ours / by[m]["pairs_per_s"], 2) for m in MODES if m != "ours_int8"},
+        # the same weights in every engine: how close each peer's scores are to ours (int8 engines differ by their
+        # dynamic quantization's batches; the transformers pipeline is fp32)
+        "scores_vs_ours": {m: agreement(work, m) for m in MODES if m != "ours_int8"},
         "ours_to_ceiling_per_core": round(by["ours_int8"]["pairs_per_s_per_core"] / by["ceiling"]["pairs_per_s_per_core"], 3),
         # the same per-core figure against the machine's cores scoring side by side without Spark: what Spark costs,
         # apart from what the cores cost each other
         "ours_to_ceiling_all_cores": round(by["ours_int8"]["pairs_per_s_per_core"]
                                            / by["ceiling_all_cores"]["pairs_per_s_per_core"], 3),
-        "batch_sizes": {"ours_int8": 16, "spark_nlp_int8": 16, "mlflow_transformers_udf": "mlflow's default"},
-        "not_run": {"synapseml_onnx": "SynapseML 1.1.0 (Scala 2.12) bundles ONNX Runtime 1.8.1: opsets <= 14; our "
-                                      "exports are opset 17"},
+        "batch_sizes": {"ours_int8": 16, "spark_nlp_int8": 16, "mlflow_transformers_udf": "mlflow's default",
+                        "synapseml_onnx_int8": SYNAPSEML_BATCH},
+        "synapseml": {"artifact": SYNAPSEML, "onnx_runtime": "1.8.1 (its dependency)",
+                      "export": "opset 14, IR version 7, int8 dynamic", "inputs": "token ids prepared in Spark "
+                      "(pandas UDF), every row padded to max_length"},
         "targets": {"ratio_to_each_peer": 2.0, "ours_to_ceiling": 0.8},
     }
     write_result(args.out, result)

@@ -3,7 +3,8 @@ stale):
 
 * ``docs/config.md`` from ``kpspark/config.py`` (sections, keys, defaults, the comment beside each key);
 * ``docs/tables.md`` from ``kpspark/data/schemas.py`` (every table: key, columns, change data feed);
-* ``docs/benchmarks.md`` from ``bench/results/*.json`` (every figure of every results file; none typed by hand).
+* ``docs/benchmarks.md`` from ``bench/results/*.json`` (every figure of every results file; none typed by hand);
+* the README's blocks between ``<!-- render:NAME -->`` and ``<!-- /render:NAME -->`` (:data:`README_BLOCKS`).
 
 Run: ``.venv/bin/python docs/render.py`` (``--check`` exits 1 when a page would change).
 """
@@ -174,11 +175,46 @@ def render_benchmarks() -> str:
 
 PAGES = {"config.md": render_config, "tables.md": render_tables, "benchmarks.md": render_benchmarks}
 
+PEER_NAMES = {"ours_int8": "kpspark `OnnxCrossEncoderModel`, int8", "spark_nlp_int8": "Spark NLP 5.5.3, int8",
+              "synapseml_onnx_int8": "SynapseML 1.1.0 `ONNXModel`, int8",
+              "mlflow_transformers_udf": "`mlflow.pyfunc.spark_udf`, transformers pipeline, fp32",
+              "ceiling": "ceiling: tokenizer + ONNX Runtime, one core alone, no Spark",
+              "ceiling_all_cores": "ceiling: the same on every core side by side, no Spark"}
+
+
+def render_peers() -> str:
+    """The README's peers table from ``bench/results/cross_encoder_peers.json``."""
+    r = json.loads((REPO / "bench" / "results" / "cross_encoder_peers.json").read_text())
+    ours = r["pairs_per_s_per_core"]["ours_int8"]
+    pairs = next(x["pairs"] for x in r["runs"] if x["mode"] == "ours_int8")
+    out = [f"Spark {r['spark']}, {r['machine']['cores']} cores, {pairs:,} pairs, Delta → Delta, one run "
+           "(`bench/bench_cross_encoder_peers.py`):\n\n",
+           "| engine | pairs/s/core | ours ÷ it | scores vs ours (max diff, Pearson) |\n|---|---|---|---|\n"]
+    for mode, v in r["pairs_per_s_per_core"].items():
+        agree = r.get("scores_vs_ours", {}).get(mode)
+        ratio = "—" if mode == "ours_int8" else f"{ours / v:.2f}"
+        close = f"{agree['max_abs_diff']:.4f}, {agree['pearson']:.4f}" if agree else ""
+        out.append(f"| {PEER_NAMES.get(mode, mode)} | {v:,.0f} | {ratio} | {close} |\n")
+    return "".join(out)
+
+
+README_BLOCKS = {"peers": render_peers}
+
+
+def render_readme(text: str) -> str:
+    for name, fn in README_BLOCKS.items():
+        begin, end = f"<!-- render:{name} -->\n", f"<!-- /render:{name} -->"
+        head, rest = text.split(begin, 1)
+        text = head + begin + fn() + end + rest.split(end, 1)[1]
+    return text
+
 
 def main(argv: list[str]) -> int:
     stale = []
-    for name, fn in PAGES.items():
-        text, page = fn(), DOCS / name
+    readme = REPO / "README.md"
+    pages = {**{DOCS / name: fn for name, fn in PAGES.items()}, readme: lambda: render_readme(readme.read_text())}
+    for page, fn in pages.items():
+        text, name = fn(), page.name
         if page.exists() and page.read_text() == text:
             continue
         stale.append(name)
