@@ -55,16 +55,27 @@ def test_the_readme_python_blocks_run_on_the_demo_lakehouse(spark, pipeline, tmp
 
 
 def test_kpspark_submit_runs_a_job_without_an_activated_venv(tmp_path):
+    """The load job as its docstring shows it (`kpspark submit ... jobs/load_data.py --conf conf/local.yaml --conf
+    my_data.yaml`), on a small CSV of rated pairs: spark-submit from the venv's pyspark with the Delta jars, no
+    activated venv, Spark's log at WARN."""
+    (tmp_path / "ratings.csv").write_text("sku,product name,dept,search term,stars\n"
+                                          "A1,DeWalt 20V Cordless Drill,Tools,cordless drill,5\n"
+                                          "A1,DeWalt 20V Cordless Drill,Tools,garden hose,1\n"
+                                          "B2,Flexzilla 50 ft. Garden Hose,Garden,garden hose,4\n")
+    (tmp_path / "my_data.yaml").write_text(
+        "load:\n  rated_pairs:\n    path: " + str(tmp_path / "ratings.csv") + "\n"
+        "    columns: {item_id: sku, title: product name, category: dept, query: search term, rating: stars}\n"
+        "    hash_ids: true\n    relevant_at: 4\n")
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     if "JAVA_HOME" in os.environ:
         env["JAVA_HOME"] = os.environ["JAVA_HOME"]
     cmd = [str(REPO / ".venv" / "bin" / "kpspark"), "submit", "--properties-file", "conf/spark-local.properties",
-           "jobs/generate_sample.py", "--conf", "conf/local.yaml", "--set", "sample.size=30",
+           "jobs/load_data.py", "--conf", "conf/local.yaml", "--conf", str(tmp_path / "my_data.yaml"),
            "--set", f"lakehouse.root={tmp_path / 'lake'}", "--set", "spark.conf.spark.driver.memory=1g"]
     if not Path(cmd[0]).exists():
         pytest.skip("no .venv/bin/kpspark (the package is not installed into .venv here)")
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert '"items"' in p.stdout and (tmp_path / "lake" / "items" / "_delta_log").exists()
+    assert '"rated_pairs"' in p.stdout and (tmp_path / "lake" / "human_labels" / "_delta_log").exists(), p.stdout
     assert not [ln for ln in p.stderr.splitlines() if " INFO " in ln], p.stderr[:2000]  # Spark's log at WARN
