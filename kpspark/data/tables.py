@@ -218,17 +218,15 @@ def _write_validated(spark: "SparkSession", cfg: Config, schema: TableSchema, df
 
     annotated = annotate(df, schema, cfg.quality).persist()
     try:
-        _, bad = split(annotated, schema, batch_id)
+        good, bad = split(annotated, schema, batch_id)
         if is_merge:
-            counts = annotated.groupBy(F.col(REASON_COL)).count().collect()
-            report = _report(schema, batch_id, sum(int(r[1]) for r in counts if r[0] is None),
-                             {r[0]: int(r[1]) for r in counts if r[0] is not None})
-            write(split(annotated, schema, batch_id)[0])
+            counts = {r[0]: int(r[1]) for r in annotated.groupBy(F.col(REASON_COL)).count().collect()}
+            report = _report(schema, batch_id, counts.pop(None, 0), counts)
+            write(good)
         else:
             seen = Observation()
-            good, _ = split(annotated.observe(seen, F.count(F.lit(1)).alias("rows"),
-                                              F.count_if(F.col(REASON_COL).isNull()).alias("good")), schema, batch_id)
-            write(good)
+            write(split(annotated.observe(seen, F.count(F.lit(1)).alias("rows"),
+                                          F.count_if(F.col(REASON_COL).isNull()).alias("good")), schema, batch_id)[0])
             counted = seen.get
             rows, good_n = int(counted.get("rows", 0)), int(counted.get("good", 0))
             report = _report(schema, batch_id, good_n, _reasons(annotated) if rows > good_n else {})
