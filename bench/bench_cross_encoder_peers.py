@@ -141,6 +141,7 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
 
     from kpspark.crossencoder.scorer import OnnxCrossEncoderModel
     from kpspark.crossencoder.sparknlp import SparkNlpCrossEncoderModel
+    from kpspark.crossencoder.text import second_segment_column
     from kpspark.data import tables
     from kpspark.session import get_spark
     from kpspark.sparkutil import ensure_parallelism
@@ -180,9 +181,8 @@ def run_one(work: Path, cores: int, mode: str, info: dict, limit: int) -> dict:
         elif mode == "synapseml_onnx_int8":
             ids = df.withColumn("_ids", encode("keyphrase", "category", "title")).select("*", "_ids.*").drop("_ids")
             scored = onnx_model.transform(ids).withColumn("score", F.expr("1 / (1 + exp(-logits[0]))"))
-        else:  # the pair as ours reads it (kpspark.crossencoder.text.pair_texts, in Spark)
-            cat = F.trim(F.coalesce("category", F.lit("")))
-            pair = F.when(cat != "", F.concat_ws(" [SEP] ", cat, F.trim("title"))).otherwise(F.trim("title"))
+        else:  # the pair as ours reads it (kpspark.crossencoder.text, in Spark)
+            pair = second_segment_column(F.col("category"), F.col("title"))
             # one column of {"text": ..., "text_pair": ...} objects: mlflow's text-classification wrapper reads a
             # pair from that (as its model server does); two DataFrame columns text/text_pair were not read as one
             pairs_json = F.to_json(F.struct(F.trim("keyphrase").alias("text"), pair.alias("text_pair")))

@@ -137,3 +137,23 @@ def test_keyphrase_text_column(spark):
     kps = spark.createDataFrame(pd.DataFrame({"keyphrase_id": [1], "text": ["usb cable"], "category": ["x"]}))
     got = rules.keyphrase_texts(kps, "category")
     assert got.columns == ["keyphrase_id", rules.KEYPHRASE, "category"] and got.first()[rules.KEYPHRASE] == "usb cable"
+
+
+def test_the_cross_encoder_text_is_the_same_built_in_python_or_in_spark(spark):
+    """`category [SEP] title` built in Spark (the Spark NLP path, the benchmark's mlflow peer) is the Python rule's
+    text, for blank, missing and padded categories and titles."""
+    from pyspark.sql import functions as F
+
+    from kpspark.crossencoder.sparknlp import SEP_STANDIN, pair_text
+    from kpspark.crossencoder.text import pair_texts, second_segment, second_segment_column
+
+    rows = [("Phones", "Red case"), (" Phones ", "  Red case "), ("", "Red case"), ("  ", "Red case"), (None, "Red case"),
+            ("Phones", None), (None, None)]
+    df = spark.createDataFrame(rows, "category string, title string").withColumn("kp", F.lit(" red case "))
+    got = df.select(second_segment_column(F.col("category"), F.col("title")).alias("b"),
+                    second_segment_column(None, F.col("title")).alias("no_cat"),
+                    pair_text(F.col("kp"), F.col("category"), F.col("title")).alias("nlp")).collect()
+    a, b = pair_texts(["red case"] * len(rows), [c for c, _ in rows], [t for _, t in rows])
+    assert [r["b"] for r in got] == b == [second_segment(c, t) for c, t in rows]
+    assert [r["no_cat"] for r in got] == [second_segment(None, t) for _, t in rows]
+    assert [r["nlp"] for r in got] == [f"{x} [SEP] {y}".replace("[SEP]", SEP_STANDIN) for x, y in zip(a, b)]

@@ -115,13 +115,14 @@ def pair_text(keyphrase: "Column", category: "Column | None", title: "Column") -
     :func:`kpspark.crossencoder.text.pair_texts` for Spark NLP."""
     from pyspark.sql import functions as F
 
+    from kpspark.crossencoder.text import second_segment_column
+
     def clean(c: "Column") -> "Column":
         return F.trim(F.translate(F.coalesce(c, F.lit("")), SEP_STANDIN, " "))
 
-    sep = F.lit(f" {SEP_STANDIN} ")
-    cat = clean(category) if category is not None else F.lit("")
-    middle = F.when(cat == "", F.lit("")).otherwise(F.concat(cat, sep))
-    return F.concat(clean(keyphrase), sep, middle, clean(title))
+    sep = f" {SEP_STANDIN} "
+    return F.concat(clean(keyphrase), F.lit(sep),
+                    second_segment_column(None if category is None else clean(category), clean(title), sep))
 
 
 _LOADED = ProcessCache("Spark NLP cross-encoders")  # (application, model URI, precision) -> annotator

@@ -6,7 +6,10 @@ is ``only_second``: a long title is cut, the keyphrase never is.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
 
 
 def second_segment(category: str | None, title: str | None) -> str:
@@ -14,6 +17,18 @@ def second_segment(category: str | None, title: str | None) -> str:
     cat = category.strip() if isinstance(category, str) else ""  # None / NaN (pandas missing) -> none
     t = title.strip() if isinstance(title, str) else ""
     return f"{cat} [SEP] {t}" if cat else t
+
+
+def second_segment_column(category: "Column | None", title: "Column", sep: str = " [SEP] ") -> "Column":
+    """:func:`second_segment` as a Spark column, for paths that build the text in Spark (``sep``: what stands for
+    `` [SEP] `` where another separator is tokenized, as on the Spark NLP path; ``category=None``: none)."""
+    from pyspark.sql import functions as F
+
+    t = F.trim(F.coalesce(title, F.lit("")))
+    if category is None:
+        return t
+    cat = F.trim(F.coalesce(category, F.lit("")))
+    return F.when(cat == "", t).otherwise(F.concat(cat, F.lit(sep), t))
 
 
 def pair_texts(keyphrases: Iterable[str | None], categories: Iterable[str | None],
