@@ -49,7 +49,15 @@ def cfg(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(tmp_path, monkeypatch):
-    """Every test gets its own sqlite MLflow store unless it configures one itself."""
+    """Every test gets its own sqlite MLflow store unless it configures one itself: URIs an earlier test set in
+    MLflow's process-wide state (``mlflow.set_tracking_uri`` / ``set_registry_uri``, which outrank the environment)
+    are cleared first."""
+    if "mlflow" in sys.modules:  # never imported: nothing set
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # set_registry_uri also exports it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("KPSPARK_JARS_DIR", raising=False)
 
