@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:
     from pyspark.sql import Column
 
+SEGMENT_SEP = " [SEP] "  # between category and title in sentence B
+
 
 def second_segment(category: str | None, title: str | None) -> str:
     """``category [SEP] title`` (an empty category is dropped)."""
     cat = category.strip() if isinstance(category, str) else ""  # None / NaN (pandas missing) -> none
     t = title.strip() if isinstance(title, str) else ""
-    return f"{cat} [SEP] {t}" if cat else t
+    return f"{cat}{SEGMENT_SEP}{t}" if cat else t
 
 
-def second_segment_column(category: "Column | None", title: "Column", sep: str = " [SEP] ") -> "Column":
+def second_segment_column(category: "Column | None", title: "Column", sep: str = SEGMENT_SEP) -> "Column":
     """:func:`second_segment` as a Spark column, for paths that build the text in Spark (``sep``: what stands for
     `` [SEP] `` where another separator is tokenized, as on the Spark NLP path; ``category=None``: none)."""
     from pyspark.sql import functions as F
