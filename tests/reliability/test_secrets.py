@@ -56,6 +56,8 @@ def test_a_canary_key_leaves_no_trace_in_tables_mlflow_stages_or_logs(spark, cfg
                "MLFLOW_TRACKING_URI": cfg.mlflow.tracking_uri,
                "PYSPARK_SUBMIT_ARGS": f"--conf spark.executorEnv.KPSPARK_CANARY_KEY={canary} "
                                       f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={events.as_uri()} "
+                                      # plain text, so the byte scan below reads it (Spark 4 compresses it)
+                                      "--conf spark.eventLog.compress=false "
                                       "pyspark-shell"}
         cmd = [sys.executable, str(REPO / "jobs" / "label_pairs.py"), "--conf", str(REPO / "conf" / "local.yaml")]
         for s in sets:

@@ -20,6 +20,22 @@ from kpspark.errors import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
+# llama.cpp built on a CPU with AMX (make setup builds it for the machine it runs on) repacks Q4 weights into AMX
+# buffers, and with logits_all (the logprobs the judge reads) the first completion then crashes the server with a
+# segmentation fault (llama-cpp-python 0.3.36, Intel Xeon with amx_int8; the in-process Llama does the same). The
+# server here loads the model without those extra buffer types: the plain CPU kernels, on every machine.
+_SERVER_MAIN = """
+import llama_cpp, llama_cpp.llama
+_default = llama_cpp.llama_model_default_params
+def _params():
+    p = _default()
+    p.use_extra_bufts = False
+    return p
+llama_cpp.llama_model_default_params = llama_cpp.llama.llama_cpp.llama_model_default_params = _params
+from llama_cpp.server.__main__ import main
+main()
+"""
+
 
 def available() -> bool:
     """True when ``llama_cpp.server`` can be imported."""
@@ -39,7 +55,7 @@ def free_port() -> int:
 def llama_server(model: str = "smollm2", port: int | None = None, n_threads: int = 2, n_ctx: int = 2048,
                  model_alias: str = "smollm2", startup_timeout: float = 180.0,
                  log_file: str | os.PathLike[str] | None = None) -> Iterator[str]:
-    """Run ``python -m llama_cpp.server`` on 127.0.0.1 and yield its ``/v1`` base URL.
+    """Run llama.cpp's server (``llama_cpp.server``) on 127.0.0.1 and yield its ``/v1`` base URL.
 
     ``model`` is a GGUF path or ``smollm2`` (the packaged SmolLM2-135M-Instruct). The server is
     stopped on exit.
@@ -51,7 +67,7 @@ def llama_server(model: str = "smollm2", port: int | None = None, n_threads: int
     folder, gguf = resolve_model(model)
     path = str(Path(folder) / gguf) if gguf else folder
     port = port or free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", path, "--model_alias", model_alias,
+    cmd = [sys.executable, "-c", _SERVER_MAIN, "--model", path, "--model_alias", model_alias,
            "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(n_threads),
            # prompt processing is nearly all the work of a 1-token answer; its default is every core of the machine
            "--n_threads_batch", str(n_threads), "--n_ctx", str(n_ctx),
