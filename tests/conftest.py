@@ -47,11 +47,25 @@ def cfg(tmp_path):
     ])
 
 
+@pytest.fixture(scope="session")
+def _empty_mlflow_store(tmp_path_factory) -> Path:
+    """A sqlite MLflow store with its schema, made once per session: each test's store starts as a copy of it
+    (creating the schema runs MLflow's 68 migrations: ~0.9 s in every test that touches MLflow)."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-empty") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _isolated_mlflow(tmp_path, monkeypatch):
-    """Every test gets its own sqlite MLflow store unless it configures one itself: URIs an earlier test set in
-    MLflow's process-wide state (``mlflow.set_tracking_uri`` / ``set_registry_uri``, which outrank the environment)
-    are cleared first."""
+def _isolated_mlflow(tmp_path, monkeypatch, _empty_mlflow_store):
+    """Every test gets its own sqlite MLflow store (a copy of an empty one) unless it configures one itself: URIs
+    an earlier test set in MLflow's process-wide state (``mlflow.set_tracking_uri`` / ``set_registry_uri``, which
+    outrank the environment) are cleared first."""
+    import shutil
+
+    shutil.copy(_empty_mlflow_store, tmp_path / "mlflow.db")
     if "mlflow" in sys.modules:  # never imported: nothing set
         import mlflow
 

@@ -218,8 +218,13 @@ def judged_precision(spark: "SparkSession", cfg: Config, n: int) -> dict[str, An
         cfg.llm, model=cfg.judge.base if model == "finetuned" else model, prompt_version=cfg.evaluation.judge_prompt,
         prompt_path="")))
     out: dict[str, Any] = {"judge": judge.judgeModelName(), "judge_prompt": cfg.evaluation.judge_prompt}
-    for name, df in (("recommendations", recs), ("candidates", cands)):
-        got = judge.transform(df.select("item_id", "keyphrase_id", "keyphrase", "title", "category")).toPandas()
+    cols = ("item_id", "keyphrase_id", "keyphrase", "title", "category")
+    both = recs.select(*cols, F.lit("recommendations").alias("_set")).unionByName(
+        cands.select(*cols, F.lit("candidates").alias("_set")))
+    # a few pairs: one task, so one Python worker imports and loads the judge (not one per set, side by side)
+    judged = judge.transform(both.coalesce(1)).toPandas()
+    for name in ("recommendations", "candidates"):
+        got = judged[judged["_set"] == name]
         ok = got[got["error"].isna()]
         out[f"llm_precision_{name}"] = float(ok["label"].mean()) if len(ok) else float("nan")
         out[f"llm_mean_p_yes_{name}"] = float(ok["p_yes"].mean()) if len(ok) else float("nan")
