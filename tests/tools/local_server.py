@@ -25,13 +25,13 @@ logger = logging.getLogger(__name__)
 # segmentation fault (llama-cpp-python 0.3.36, Intel Xeon with amx_int8; the in-process Llama does the same). The
 # server here loads the model without those extra buffer types: the plain CPU kernels, on every machine.
 _SERVER_MAIN = """
-import llama_cpp, llama_cpp.llama
-_default = llama_cpp.llama_model_default_params
+import llama_cpp.llama_cpp as low  # where llama_cpp.Llama reads its model defaults
+_default = low.llama_model_default_params
 def _params():
     p = _default()
     p.use_extra_bufts = False
     return p
-llama_cpp.llama_model_default_params = llama_cpp.llama.llama_cpp.llama_model_default_params = _params
+low.llama_model_default_params = _params
 from llama_cpp.server.__main__ import main
 main()
 """
