@@ -35,7 +35,8 @@ DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 #: Spark's default ``(?i)secret|password|token|access[.]key`` plus API keys and credentials
 REDACTION_REGEX = r"(?i)secret|password|token|access[.]key|api[._-]?key|credential|[._]key$"
-#: only for local masters: few snapshot partitions keep small Delta logs quick on one machine; a cluster keeps
+#: only for local masters (also under spark-submit, set on the session): few snapshot partitions keep small Delta
+#: logs quick on one machine (a new table's first snapshot: ~3 s in Delta's default 50 tasks); a cluster keeps
 #: Delta's default (its tables' logs are larger, and the setting would serialize their reconstruction)
 LOCAL_ONLY = {"spark.databricks.delta.snapshotPartitions": "2"}
 
@@ -172,6 +173,11 @@ def get_spark(cfg: Config | None = None, app_name: str | None = None) -> "SparkS
                 f"(fetch the jars once with: {jars.FETCH_COMMAND}), or set spark.delta_provided=true "
                 "on a cluster that ships Delta"
             )
-    _warn_local_tracking(cfg, spark.conf.get("spark.master", "local") or "local")
+    master = spark.conf.get("spark.master", "local") or "local"
+    if under_submit and master.startswith("local"):  # spark-submit started the JVM: LOCAL_ONLY as session confs
+        for k, v in LOCAL_ONLY.items():
+            if spark.conf.get(k, None) is None:  # a value given to spark-submit stays
+                spark.conf.set(k, v)
+    _warn_local_tracking(cfg, master)
     logger.info("SparkSession %s ready (master=%s)", spark.version, spark.conf.get("spark.master", "?"))
     return spark
