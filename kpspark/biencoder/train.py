@@ -137,7 +137,7 @@ def train_bi_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir: s
         multi_dataset_batch_sampler=cfg.sampler,
         eval_strategy="steps" if primary else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps" if primary else "no", save_steps=cfg.eval_steps, save_total_limit=2,
-        load_best_model_at_end=bool(primary), metric_for_best_model=f"eval_{primary}_loss" if primary else None,
+        save_only_model=True, load_best_model_at_end=bool(primary), metric_for_best_model=f"eval_{primary}_loss" if primary else None,
         greater_is_better=False, logging_steps=max(1, cfg.eval_steps // 2), seed=cfg.seed, report_to="none",
         disable_tqdm=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),  # type: ignore[attr-defined]
     )

@@ -172,7 +172,7 @@ def _fit(init: str, lr: float, epochs: float, cfg: CrossEncoderTraining, train_d
         output_dir=str(out / "checkpoints"), num_train_epochs=epochs, learning_rate=lr or default_lr(init),
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size * 2,
         warmup_ratio=cfg.warmup_ratio, eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps",
-        save_steps=cfg.eval_steps, save_total_limit=2, load_best_model_at_end=True,
+        save_steps=cfg.eval_steps, save_total_limit=2, load_best_model_at_end=True, save_only_model=True,
         metric_for_best_model="eval_loss", greater_is_better=False, logging_steps=max(1, cfg.eval_steps // 2),
         seed=seed, report_to="none", disable_tqdm=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),  # type: ignore[attr-defined]
     )

@@ -44,7 +44,7 @@ def _word_match_pairs(n: int, seed: int):
 
 
 def test_a_teacher_trained_on_the_labels_is_distilled_into_the_serving_shape(tmp_path):
-    """``teacher``: a wider cross-encoder (a model folder: 4 layers, hidden 256) learns the labels, then the 2-layer
+    """``teacher``: a wider cross-encoder (a model folder: hidden 256) learns the labels, then the 2-layer
     bert-tiny serving shape learns its logits (MSE); the student follows the teacher on held-out pairs, and a trained
     teacher folder (``teacher_epochs=0``) is distilled from as it is, giving the same student."""
     import numpy as np
@@ -55,15 +55,17 @@ def test_a_teacher_trained_on_the_labels_is_distilled_into_the_serving_shape(tmp
 
     tok = transformers.AutoTokenizer.from_pretrained(init_model("bert-tiny", tmp_path / "tiny"))
     transformers.set_seed(0)
-    wide = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=256, num_hidden_layers=4,
+    wide = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=256, num_hidden_layers=2,
                                    num_attention_heads=4, intermediate_size=1024, num_labels=1)
     transformers.BertForSequenceClassification(wide).save_pretrained(tmp_path / "wide")
     tok.save_pretrained(tmp_path / "wide")
     train, val = _word_match_pairs(480, 0), _word_match_pairs(160, 1)
-    cfg = CrossEncoderTraining(init="bert-tiny", epochs=10, batch_size=32, eval_steps=15, max_length=24,
-                               teacher=str(tmp_path / "wide"), teacher_epochs=10, teacher_lr=5e-4)
+    # 8 epochs each (~19 s in all; measured: teacher AUC 0.75, student-teacher correlation 0.99, MSE 0.03 of the
+    # teacher's variance)
+    cfg = CrossEncoderTraining(init="bert-tiny", epochs=8, batch_size=32, eval_steps=15, max_length=24,
+                               teacher=str(tmp_path / "wide"), teacher_epochs=8, teacher_lr=5e-4)
     res = train_cross_encoder(train, val, tmp_path / "a", cfg, seed=3)
-    assert transformers.AutoConfig.from_pretrained(res["teacher_dir"]).num_hidden_layers == 4
+    assert transformers.AutoConfig.from_pretrained(res["teacher_dir"]).hidden_size == 256
     shape = transformers.AutoConfig.from_pretrained(res["model_dir"])
     assert (shape.hidden_size, shape.num_hidden_layers) == (128, 2)  # the student: the serving shape
     assert res["teacher_val_auc_labels"] > 0.65, res  # the teacher learned the labels (AUC on held-out pairs)
