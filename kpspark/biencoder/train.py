@@ -136,8 +136,8 @@ def train_bi_encoder(train_pdf: pd.DataFrame, eval_pdf: pd.DataFrame, out_dir: s
         warmup_ratio=0.1, batch_sampler="no_duplicates" if "click" in tasks else "batch_sampler",
         multi_dataset_batch_sampler=cfg.sampler,
         eval_strategy="steps" if primary else "no", eval_steps=cfg.eval_steps,
-        save_strategy="steps" if primary else "no", save_steps=cfg.eval_steps, save_total_limit=2,
-        save_only_model=True, load_best_model_at_end=bool(primary), metric_for_best_model=f"eval_{primary}_loss" if primary else None,
+        save_strategy="steps" if primary else "no", save_steps=cfg.eval_steps, save_total_limit=2, save_only_model=True,
+        load_best_model_at_end=bool(primary), metric_for_best_model=f"eval_{primary}_loss" if primary else None,
         greater_is_better=False, logging_steps=max(1, cfg.eval_steps // 2), seed=cfg.seed, report_to="none",
         disable_tqdm=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),  # type: ignore[attr-defined]
     )

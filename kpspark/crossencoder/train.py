@@ -191,8 +191,9 @@ def _fit(init: str, lr: float, epochs: float, cfg: CrossEncoderTraining, train_d
 
 
 def drop_checkpoints(out_dir: str | os.PathLike[str]) -> None:
-    """Remove the trainer's ``checkpoints/`` folder once the best model is saved under ``model/``: each
-    checkpoint holds the weights plus the optimizer state (~270 MB for MiniLM) and nothing reads them again."""
+    """Remove the trainer's ``checkpoints/`` folder once the best model is saved under ``model/``: nothing reads the
+    checkpoints again. They hold the weights only (``save_only_model``): they exist so that the best evaluation's
+    model is reloaded at the end, and training is never resumed from them, so the optimizer state is not written."""
     shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)
 
 
