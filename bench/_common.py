@@ -109,6 +109,14 @@ def homedepot_absent() -> bool:
     return True
 
 
+def homedepot_data() -> str:
+    """The ``data`` line of every Home Depot result: the set and its relevance rule."""
+    from kpspark.data import loaders
+
+    return (f"Home Depot product search relevance (74,067 rated pairs; relevance >= {loaders.HOMEDEPOT_RELEVANT_AT:g} "
+            "-> relevant)")
+
+
 def machine_info() -> dict:
     """``bench/results/machine.json`` (CPU, SIMD, GEMM rate) when ``bench/machine.py`` has written it."""
     p = HERE / "results" / "machine.json"

@@ -21,7 +21,7 @@ import json
 import sys
 import time
 
-from _common import REPO, bench_cfg, homedepot_absent, homedepot_work, machine_info, write_result
+from _common import REPO, bench_cfg, homedepot_absent, homedepot_data, homedepot_work, machine_info, write_result
 
 
 def main() -> int:
@@ -64,7 +64,7 @@ def main() -> int:
                                   "keyphrases_kept_share") if k in r}
             for v, r in ev["rows"].items()}
     write_result(REPO / "bench" / "results" / args.result, {
-        "data": "Home Depot product search relevance (74,067 rated pairs; relevance >= 2.5 -> relevant)",
+        "data": homedepot_data(),
         "file_rows": loaded["file_rows"], "labels_written": loaded["labels_written"],
         "quarantined": loaded["quarantined"],
         "cross_encoder": {"recipe": "human", "init": cfg.cross_encoder.init, "epochs": args.epochs,

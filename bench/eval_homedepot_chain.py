@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, bench_cfg, homedepot_absent, homedepot_work, machine_info, write_result
+from _common import REPO, bench_cfg, homedepot_absent, homedepot_data, homedepot_work, machine_info, write_result
 from eval_homedepot_student import human_figures
 
 VIEWS = ("auc_human", "auc_human_within_keyphrase", "auc_human_within_item")
@@ -250,7 +250,7 @@ def main() -> int:
         "student_recall@100_ge_0.93_at_dim128": recall["student"]["recall@100_human"] >= 0.93,
     }
     write_result(REPO / "bench" / "results" / args.result, {
-        "data": "Home Depot product search relevance (74,067 rated pairs; relevance >= 2.5 -> relevant)",
+        "data": homedepot_data(),
         "folds": {"judge_items": len(fold_a), "judge_pairs": len(judge_train), "label_pairs": len(fold_b),
                   "label_items": int(fold_b["item_id"].nunique()), "held_out_pairs": len(held),
                   "held_out_items": int(held["item_id"].nunique()), "judge_held_out_pairs": len(js),

@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 
-from _common import REPO, bench_cfg, homedepot_absent, homedepot_work, machine_info, write_result
+from _common import REPO, bench_cfg, homedepot_absent, homedepot_data, homedepot_work, machine_info, write_result
 
 
 def main() -> int:
@@ -51,7 +51,7 @@ def main() -> int:
     out = workflows.run_train_judge(cfg, spark)
     keep = ("train_pairs", "eval_pairs", "train_positive_rate", "steps", "first_loss", "last_loss", "train_seconds")
     write_result(REPO / "bench" / "results" / args.result, {
-        "data": "Home Depot product search relevance (74,067 rated pairs; relevance >= 2.5 -> relevant)",
+        "data": homedepot_data(),
         "labels_written": loaded["labels_written"],
         "judge": {"base": cfg.judge.base, "prompt": args.prompt, "epochs": args.epochs, "lr": args.lr,
                   "lora_r": cfg.judge.lora_r, "lora_layers": args.lora_layers, "batch_size": cfg.judge.batch_size,

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import HERE, REPO, homedepot_absent, machine_info, write_result
+from _common import HERE, REPO, homedepot_absent, homedepot_data, machine_info, write_result
 
 VIEWS = ("auc", "auc_within_keyphrase", "auc_within_item")
 
@@ -42,8 +42,9 @@ def split(test_pairs: int):
     from kpspark.data import loaders
 
     raw = pd.read_csv(loaders.HOMEDEPOT_SHARED, encoding="latin-1")
+    relevant = (raw.relevance >= loaders.HOMEDEPOT_RELEVANT_AT).astype(int)
     df = pd.DataFrame({"item_id": raw.product_uid, "keyphrase": raw.search_term.str.lower(), "category": None,
-                       "title": raw.product_title, "label": (raw.relevance >= 2.5).astype(int)})
+                       "title": raw.product_title, "label": relevant})
     held = pd.util.hash_pandas_object(df.item_id, index=False).to_numpy() % 5 == 0
     return df[~held].sample(frac=1, random_state=0), df[held].sample(test_pairs, random_state=1)
 
@@ -220,10 +221,10 @@ def main() -> int:
 
     table = ["| model | pooled AUC | within a search term | within a product | Pearson with teacher | seconds |",
              "|---|---|---|---|---|---|"]
-    table += [f"| {k} | " + " | ".join(f"{v[x]:.3f}" for x in VIEWS) +
-              f" | {v.get('pearson_with_teacher_val', float('nan')):.2f} | {v['seconds']:.0f} |" for k, v in rows.items()]
+    table += [f"| {k} | " + " | ".join(f"{v[x]:.3f}" for x in VIEWS) + f" | "
+              f"{v.get('pearson_with_teacher_val', float('nan')):.2f} | {v['seconds']:.0f} |" for k, v in rows.items()]
     write_result(args.out, {
-        "data": "Home Depot product search relevance (74,067 rated pairs; relevance >= 2.5 -> relevant)",
+        "data": homedepot_data(),
         "split": "items 80/20 by a hash of the product id; held-out rows: rated pairs of the 20%",
         "labeled_pairs": len(labeled), "validation_pairs": len(val), "transfer_pairs": len(transfer),
         "candidate_pairs": len(cand), "test_pairs": len(test), "max_length": args.max_length,

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, bench_cfg, homedepot_absent, machine_info, write_result
+from _common import REPO, bench_cfg, homedepot_absent, homedepot_data, machine_info, write_result
 
 
 def human_figures(item_emb, kp_emb, items, kps, rated, dims, ks):
@@ -143,7 +143,7 @@ def main() -> int:
     print(human_table)
     print(abl["table"])
     write_result(REPO / "bench" / "results" / "homedepot_student.json", {
-        "data": "Home Depot product search relevance (74,067 rated pairs; relevance >= 2.5 -> relevant)",
+        "data": homedepot_data(),
         "file_rows": loaded["file_rows"], "quarantined": loaded["quarantined"],
         "stand_ins": {"click": f"rating >= {args.click_at}", "search": "human label (rating >= 2.5)",
                       "distill": "cross-encoder (recipe human, bert-tiny) scores of every pair"},

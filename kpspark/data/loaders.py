@@ -35,6 +35,7 @@ FORMATS = ("csv", "parquet", "json")
 #: The Home Depot relevance file of internal evaluations: ``KPSPARK_HOMEDEPOT``, else ``../shared/data/homedepot/``
 #: beside the working folder (the repository's checkout); never committed.
 HOMEDEPOT_SHARED = Path(os.environ.get("KPSPARK_HOMEDEPOT") or "../shared/data/homedepot/train.csv.zip")
+HOMEDEPOT_RELEVANT_AT = 2.5  # Home Depot's mean rating (1-3) from which a pair counts as relevant
 
 
 def keyphrase_id_col(normalized: "Column") -> "Column":
@@ -143,7 +144,7 @@ def _tables_from_pairs(pairs: "DataFrame", label: "Column", source: str, mapping
 
 
 def read_homedepot(spark: "SparkSession", path: str | Path = HOMEDEPOT_SHARED,
-                   relevant_at: float = 2.5) -> dict[str, "DataFrame"]:
+                   relevant_at: float = HOMEDEPOT_RELEVANT_AT) -> dict[str, "DataFrame"]:
     """Home Depot ``train.csv`` (or ``train.csv.zip``), latin-1. ``relevance >= relevant_at`` -> 1.
 
     ``category`` is unknown in this data set and left null.
