@@ -49,18 +49,16 @@ def split(test_pairs: int):
     return df[~held].sample(frac=1, random_state=0), df[held].sample(test_pairs, random_state=1)
 
 
-def candidates(train, n_items: int, k: int, teacher_dir: Path, max_length: int):
+def candidates(train, n_items: int, k: int, teacher_dir: Path, max_length: int, st):
     """``n_items`` training items, each with its own search terms and its ``k`` nearest training search terms by
-    zero-shot all-MiniLM-L6-v2 cosine, scored by the teacher (column ``t``)."""
+    the zero-shot cosine of ``st`` (all-MiniLM-L6-v2), scored by the teacher (column ``t``)."""
     import numpy as np
     import pandas as pd
-    from sentence_transformers import SentenceTransformer
 
     from kpspark.crossencoder import train as T
 
     items = train.drop_duplicates("item_id").iloc[:n_items][["item_id", "title"]]
     terms = train.keyphrase.drop_duplicates().tolist()
-    st = SentenceTransformer(str(T.minilm_dir()), device="cpu")
     et = st.encode(terms, batch_size=256, normalize_embeddings=True, show_progress_bar=False)
     ei = st.encode(items.title.tolist(), batch_size=256, normalize_embeddings=True, show_progress_bar=False)
     top = np.argsort(-(ei @ et.T), axis=1)[:, :k]
@@ -190,7 +188,7 @@ def main() -> int:
     t_transfer = T.ce_logits(teacher_dir, transfer, args.max_length)
     cached = work / f"candidates_{args.items}_{args.candidates}.parquet"
     if not cached.is_file():
-        candidates(train, args.items, args.candidates, teacher_dir, args.max_length).to_parquet(cached)
+        candidates(train, args.items, args.candidates, teacher_dir, args.max_length, st).to_parquet(cached)
     cand = pd.read_parquet(cached)
 
     def fit(name: str, init: str, pdf, targets, epochs: float, lr: float, distil: bool = True) -> None:
